@@ -1,0 +1,180 @@
+"""Boxes <-> Kosmos-2 location tokens, and the grounded-caption text format.
+
+The image is cut into P x P cells (P = 32 in Kosmos-2, so 1,024 location tokens). A box becomes
+the cell of its top-left corner and the cell of its bottom-right corner, indexed row-major
+(``index = x_cell + y_cell * P``), written ``<patch_index_NNNN>``. See GRIT_SPEC.md section 3.
+
+>>> box_to_cells(Box(0.39, 0.05, 0.98, 0.82))
+(44, 863)
+>>> cells_to_box(44, 863)
+Box(x_min=0.390625, y_min=0.046875, x_max=0.984375, y_max=0.828125)
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+NUM_PATCHES_PER_SIDE = 32  # Kosmos-2's P: 32 x 32 = 1,024 location tokens in the released vocabulary
+
+GROUNDING = "<grounding>"
+PHRASE_OPEN, PHRASE_CLOSE = "<phrase>", "</phrase>"
+OBJECT_OPEN, OBJECT_CLOSE = "<object>", "</object>"
+DELIMITER = "</delimiter_of_multi_objects/>"
+# The original training code clamps the lower-right corner just below 1.0 so x2 = 1 stays in the last cell.
+_LOWER_RIGHT_CLAMP = 0.99999
+
+
+@dataclass(frozen=True)
+class Box:
+    """A box in normalised image coordinates: 0 <= x_min < x_max <= 1 for a valid box."""
+
+    x_min: float
+    y_min: float
+    x_max: float
+    y_max: float
+
+    @property
+    def area(self) -> float:
+        return max(0.0, self.x_max - self.x_min) * max(0.0, self.y_max - self.y_min)
+
+    def is_valid(self) -> bool:
+        return 0.0 <= self.x_min < self.x_max <= 1.0 and 0.0 <= self.y_min < self.y_max <= 1.0
+
+    def iou(self, other: Box) -> float:
+        inter = Box(
+            max(self.x_min, other.x_min),
+            max(self.y_min, other.y_min),
+            min(self.x_max, other.x_max),
+            min(self.y_max, other.y_max),
+        ).area
+        union = self.area + other.area - inter
+        return inter / union if union > 0 else 0.0
+
+    def as_tuple(self) -> tuple[float, float, float, float]:
+        return (self.x_min, self.y_min, self.x_max, self.y_max)
+
+
+def patch_token(index: int) -> str:
+    """``<patch_index_NNNN>`` for a cell index (4 digits, as in the released vocabulary)."""
+    return f"<patch_index_{index:04d}>"
+
+
+def _cell(value: float, num_patches: int) -> int:
+    if not math.isfinite(value):
+        raise ValueError(f"box coordinate must be a finite number, got {value!r}")
+    return min(max(math.floor(value * num_patches), 0), num_patches - 1)
+
+
+def box_to_cells(box: Box | Sequence[float], num_patches: int = NUM_PATCHES_PER_SIDE) -> tuple[int, int]:
+    """The (upper-left, lower-right) cell indices of a normalised box.
+
+    The original Kosmos-2 formula: ``floor(max(x1, 0) * P)`` for the upper-left corner and
+    ``floor(min(x2, 0.99999) * P)`` for the lower-right one, both clamped into the grid, so
+    degenerate or out-of-range boxes give valid cells instead of raising.
+    """
+    x1, y1, x2, y2 = box.as_tuple() if isinstance(box, Box) else box
+    ul = _cell(max(x1, 0.0), num_patches) + _cell(max(y1, 0.0), num_patches) * num_patches
+    lr = (
+        _cell(min(x2, _LOWER_RIGHT_CLAMP), num_patches)
+        + _cell(min(y2, _LOWER_RIGHT_CLAMP), num_patches) * num_patches
+    )
+    return ul, lr
+
+
+def cells_to_box(ul_index: int, lr_index: int, num_patches: int = NUM_PATCHES_PER_SIDE) -> Box:
+    """The box two cell indices stand for: cell edges when the cells share a row or column, else centres."""
+    cell = 1.0 / num_patches
+    ux, uy = ul_index % num_patches, ul_index // num_patches
+    lx, ly = lr_index % num_patches, lr_index // num_patches
+    if ux == lx or uy == ly:
+        return Box(ux * cell, uy * cell, (lx + 1) * cell, (ly + 1) * cell)
+    return Box((ux + 0.5) * cell, (uy + 0.5) * cell, (lx + 0.5) * cell, (ly + 0.5) * cell)
+
+
+def box_to_tokens(box: Box | Sequence[float], num_patches: int = NUM_PATCHES_PER_SIDE) -> str:
+    """``<patch_index_UL><patch_index_LR>`` for a box."""
+    ul, lr = box_to_cells(box, num_patches)
+    return patch_token(ul) + patch_token(lr)
+
+
+def render_grounded_caption(
+    caption: str,
+    spans: Sequence[tuple[int, int, Sequence[Box | Sequence[float]]]],
+    num_patches: int = NUM_PATCHES_PER_SIDE,
+) -> str:
+    """Kosmos-2 grounded text: each span's caption text in ``<phrase>`` tags followed by its boxes.
+
+    ``spans`` holds ``(start, end, boxes)`` with character offsets into ``caption``; spans without
+    boxes are left as plain text. Raises ValueError on overlapping or out-of-range spans, and on
+    captions holding ``<`` or ``>``, which the Kosmos-2 format cannot carry.
+
+    >>> render_grounded_caption("a dog on grass", [(0, 5, [(0.1, 0.2, 0.5, 0.9)])])
+    '<grounding><phrase>a dog</phrase><object><patch_index_0195><patch_index_0912></object> on grass'
+    """
+    if "<" in caption or ">" in caption:
+        raise ValueError(f"caption holds '<' or '>', which the grounded format cannot carry: {caption!r}")
+    grounded = sorted(((s, e, b) for s, e, b in spans if len(b) > 0), key=lambda item: (item[0], item[1]))
+    parts, cursor = [GROUNDING], 0
+    for start, end, boxes in grounded:
+        if not 0 <= start < end <= len(caption):
+            raise ValueError(
+                f"span ({start}, {end}) is empty or outside a caption of {len(caption)} characters"
+            )
+        if start < cursor:
+            raise ValueError(f"span ({start}, {end}) overlaps the span before it (which ends at {cursor})")
+        objects = DELIMITER.join(box_to_tokens(box, num_patches) for box in boxes)
+        parts += [caption[cursor:start], PHRASE_OPEN, caption[start:end], PHRASE_CLOSE]
+        parts += [OBJECT_OPEN, objects, OBJECT_CLOSE]
+        cursor = end
+    parts.append(caption[cursor:])
+    return "".join(parts)
+
+
+# The same grammar as transformers' kosmos2 `extract_entities_with_patch_indices`: an optional
+# <phrase> (no '<' inside) followed by one <object> holding delimiter-joined patch-index pairs.
+_ENTITY = re.compile(
+    r"(?:(<phrase>([^<]+)</phrase>))?<object>((?:<patch_index_\d+><patch_index_\d+>"
+    r"</delimiter_of_multi_objects/>)*<patch_index_\d+><patch_index_\d+>)</object>"
+)
+_PAIR = re.compile(r"<patch_index_(\d+)><patch_index_(\d+)>")
+_TAG = re.compile(r"<.*?>")
+
+Entity = tuple[str, tuple[int, int], list[tuple[float, float, float, float]]]
+
+
+def _clean_length(text: str) -> int:
+    return len(_TAG.sub("", text))
+
+
+def parse_grounded_caption(text: str, num_patches: int = NUM_PATCHES_PER_SIDE) -> tuple[str, list[Entity]]:
+    """Clean text and ``[(phrase, (start, end), [boxes])]`` from Kosmos-2 grounded text.
+
+    Returns exactly what transformers' ``clean_text_and_extract_entities_with_bboxes`` returns:
+    tags removed and the text stripped; offsets into that clean text; phrase names stripped;
+    ``<object>`` groups without a phrase become one entity per box, named by its tokens.
+
+    >>> parse_grounded_caption("<grounding><phrase>a dog</phrase><object><patch_index_0195><patch_index_0879></object> runs")
+    ('a dog runs', [('a dog', (0, 5), [(0.109375, 0.203125, 0.484375, 0.859375)])])
+    """
+    raw_text = _TAG.sub("", text)
+    leading = len(raw_text) - len(raw_text.lstrip())
+    entities: list[Entity] = []
+    for match in _ENTITY.finditer(text):
+        pairs = [(int(a), int(b)) for a, b in _PAIR.findall(match.group(3))]
+        boxes = [cells_to_box(ul, lr, num_patches).as_tuple() for ul, lr in pairs]
+        if match.group(1):
+            name, (start, end) = match.group(2), match.span(2)
+            named = [(name, boxes)]
+        else:
+            start = end = match.start(0)
+            named = [(f"<patch_index_{ul}><patch_index_{lr}>", [box]) for (ul, lr), box in zip(pairs, boxes)]
+        clean_start, clean_end = _clean_length(text[:start]), _clean_length(text[:end])
+        for name, name_boxes in named:
+            lead = len(name) - len(name.lstrip())
+            trail = len(name) - len(name.rstrip())
+            span = (clean_start - leading + lead, clean_end - leading - trail)
+            entities.append((name.strip(), span, name_boxes))
+    return raw_text.strip(), entities

@@ -1,0 +1,96 @@
+"""Shard schema v1: GRIT-20M's columns with their names, types and meaning, plus our own.
+
+GRIT-20M (zzliang/GRIT) stores ``noun_chunks`` and ``ref_exps`` as ``list<list<float64>>``, one
+inner row ``[char_start, char_end, x_min, y_min, x_max, y_max, score]`` per (span, box), boxes
+normalised by the original ``width`` and ``height``. We keep exactly that layout (start and end as
+floats), so a GRIT-20M file and one of our shards read the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from grit_pipeline.locations import Box
+
+SHARD_SCHEMA_VERSION = 1
+
+SPANS_TYPE = pa.list_(pa.list_(pa.float64()))
+
+# The released GRIT-20M columns, in their order.
+GRIT20M_COLUMNS: tuple[str, ...] = (
+    "key",
+    "id",
+    "url",
+    "caption",
+    "width",
+    "height",
+    "clip_similarity_vitb32",
+    "clip_similarity_vitl14",
+    "noun_chunks",
+    "ref_exps",
+)
+
+SHARD_SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("id", pa.int64()),  # GRIT-20M's numeric id; passed through when the input has one
+        pa.field("url", pa.string()),
+        pa.field("caption", pa.string(), nullable=False),
+        pa.field("width", pa.int64()),  # original image size, as in GRIT-20M
+        pa.field("height", pa.int64()),
+        pa.field("clip_similarity_vitb32", pa.float64()),  # COYO metadata, passed through when present
+        pa.field("clip_similarity_vitl14", pa.float64()),
+        pa.field("noun_chunks", SPANS_TYPE),
+        pa.field("ref_exps", SPANS_TYPE),
+        # Kosmos-2 text: ref_exps after the containment filter, rendered with location tokens.
+        pa.field("grounded_caption", pa.string()),
+        pa.field("image", pa.binary()),  # encoded image bytes (JPEG/PNG/WebP), null when not stored
+        pa.field("image_width", pa.int64()),  # size of the stored image bytes (after resizing)
+        pa.field("image_height", pa.int64()),
+        pa.field("sha256", pa.string()),  # hex digest of the downloaded bytes, before resizing
+    ],
+    metadata={b"grit_pipeline.schema": f"shard/{SHARD_SCHEMA_VERSION}".encode()},
+)
+
+
+def shard_schema(extra_fields: Sequence[pa.Field] = ()) -> pa.Schema:
+    """The v1 schema, followed by pass-through input columns (``--keep-columns``)."""
+    clashes = {f.name for f in extra_fields} & set(SHARD_SCHEMA.names)
+    if clashes:
+        raise ValueError(f"pass-through columns clash with shard columns: {sorted(clashes)}")
+    schema = SHARD_SCHEMA
+    for field in extra_fields:
+        schema = schema.append(field)
+    return schema
+
+
+@dataclass(frozen=True)
+class GroundedSpan:
+    """One inner row of ``noun_chunks`` / ``ref_exps``: a character span, one box and its score."""
+
+    start: int
+    end: int
+    box: Box
+    score: float
+
+    def to_row(self) -> list[float]:
+        return [float(self.start), float(self.end), *self.box.as_tuple(), float(self.score)]
+
+
+def spans_from_column(rows: Iterable[Sequence[float]] | None) -> list[GroundedSpan]:
+    """Typed spans from a ``noun_chunks`` / ``ref_exps`` cell (floats for start/end, as GRIT-20M stores them)."""
+    spans = []
+    for row in rows or ():
+        if len(row) != 7:
+            raise ValueError(f"a span row has 7 numbers [start, end, x1, y1, x2, y2, score], got {list(row)}")
+        start, end, x1, y1, x2, y2, score = row
+        spans.append(GroundedSpan(int(start), int(end), Box(x1, y1, x2, y2), float(score)))
+    return spans
+
+
+def spans_to_column(spans: Iterable[GroundedSpan]) -> list[list[float]]:
+    """The ``list<list<float64>>`` cell for typed spans, sorted by (start, end) as GRIT-20M is."""
+    return [s.to_row() for s in sorted(spans, key=lambda s: (s.start, s.end))]
