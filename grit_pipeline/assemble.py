@@ -33,14 +33,20 @@ def select_grounding_spans(
     """The spans that go into a grounded caption: above ``min_score``, not contained in another.
 
     Spans that partly overlap a kept one (possible with non-projective parses) are left out,
-    the earlier-starting, longer span winning, since the Kosmos-2 format cannot nest phrases.
+    the earlier-starting, longer span winning, since the Kosmos-2 format cannot nest phrases; the
+    expressions such a span contained are then considered again.
     """
     scored = [s for s in spans if min_score is None or s.score >= min_score]
-    kept, _ = containment_filter(CharSpan(s.start, s.end) for s in scored)
-    chosen: list[CharSpan] = []
-    for span in sorted(kept, key=lambda s: (s.start, -s.end)):
-        if not chosen or span.start >= chosen[-1].end:
-            chosen.append(span)
+    candidates = {CharSpan(s.start, s.end) for s in scored}
+    while True:  # an expression left out for overlapping frees the ones it contained
+        kept, _ = containment_filter(candidates)
+        chosen: list[CharSpan] = []
+        for span in sorted(kept, key=lambda s: (s.start, -s.end)):
+            if not chosen or span.start >= chosen[-1].end:
+                chosen.append(span)
+        if len(chosen) == len(kept):
+            break
+        candidates -= set(kept) - set(chosen)
     chosen_set = set(chosen)
     return [s for s in scored if CharSpan(s.start, s.end) in chosen_set]
 

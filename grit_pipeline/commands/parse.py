@@ -7,7 +7,14 @@ import json
 import sys
 
 from grit_pipeline.cli import CommandError
-from grit_pipeline.text import CharSpan, ParsedCaption, PipelineNotFoundError, TextConfig, TextStage
+from grit_pipeline.text import (
+    MAX_CAPTION_CHARS,
+    CharSpan,
+    ParsedCaption,
+    PipelineNotFoundError,
+    TextConfig,
+    TextStage,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,6 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--spacy-model",
         default=None,
         help="installed pipeline name or path (default: en_core_web_sm, else its repackage)",
+    )
+
+    parser.add_argument(
+        "--max-caption-chars",
+        type=int,
+        default=MAX_CAPTION_CHARS,
+        help=f"longer captions are rejected as caption_too_long (default {MAX_CAPTION_CHARS})",
     )
 
 
@@ -70,7 +84,7 @@ def to_table(parsed: ParsedCaption) -> str:
 def run(args: argparse.Namespace) -> int:
     captions = [line.rstrip("\n") for line in sys.stdin] if args.captions == ["-"] else args.captions
     try:
-        stage = TextStage(TextConfig(spacy_model=args.spacy_model))
+        stage = TextStage(TextConfig(spacy_model=args.spacy_model, max_caption_chars=args.max_caption_chars))
     except PipelineNotFoundError as err:
         raise CommandError(str(err)) from err
     for parsed in stage.parse(captions):
