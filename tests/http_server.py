@@ -1,0 +1,117 @@
+"""A real HTTP server on 127.0.0.1 for download tests and benchmarks: images, errors, redirects, delays.
+
+Routes are registered by path; each says what to answer (status, headers, body), how long to wait
+first, and how many first requests fail with a 500 (to exercise retries). Requests are counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import struct
+import threading
+import time
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class Route:
+    body: bytes = b""
+    status: int = 200
+    headers: tuple[tuple[str, str], ...] = (("Content-Type", "image/jpeg"),)
+    delay_s: float = 0.0
+    fail_first: int = 0  # this many first requests answer 500
+
+
+@dataclass
+class LoopbackServer:
+    """``with LoopbackServer() as server: server.add("/a.jpg", Route(...)); server.url("/a.jpg")``."""
+
+    routes: dict[str, Route] = field(default_factory=dict)
+    hits: Counter = field(default_factory=Counter)
+
+    def __enter__(self) -> LoopbackServer:
+        handler = _make_handler(self)
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    def url(self, path: str, host: str = "127.0.0.1") -> str:
+        return f"http://{host}:{self.port}{path}"
+
+    def add(self, path: str, route: Route) -> str:
+        self.routes[path] = route
+        return self.url(path)
+
+    def redirect(self, path: str, target: str, status: int = 302) -> str:
+        return self.add(path, Route(status=status, headers=(("Location", target),)))
+
+
+def _make_handler(server: LoopbackServer):
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            with lock:
+                server.hits[self.path] += 1
+                count = server.hits[self.path]
+            route = server.routes.get(self.path)
+            if route is None:
+                return self._answer(404, (("Content-Type", "text/plain"),), b"not found")
+            if route.delay_s:
+                time.sleep(route.delay_s)
+            if count <= route.fail_first:
+                return self._answer(500, (("Content-Type", "text/plain"),), b"try again")
+            return self._answer(route.status, route.headers, route.body)
+
+        def _answer(self, status, headers, body):
+            self.send_response(status)
+            for name, value in headers:
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            # The client may have given up already (timeout tests).
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                self.wfile.write(body)
+
+        def log_message(self, *args):  # keep test output quiet
+            pass
+
+    return Handler
+
+
+def jpeg_bytes(width: int = 64, height: int = 48, color=(200, 30, 30), quality: int = 90) -> bytes:
+    """A JPEG of a coloured rectangle on grey, so the image has some content."""
+    image = Image.new("RGB", (width, height), (128, 128, 128))
+    image.paste(color, (width // 4, height // 4, 3 * width // 4, 3 * height // 4))
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
+def bomb_png(width: int = 10_000, height: int = 10_000) -> bytes:
+    """A valid grey PNG of ``width x height`` zeros: about 100 kB that would decode to 100 MB."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    compressor = zlib.compressobj(9)
+    row = b"\x00" * (width + 1)  # filter byte + one byte per pixel
+    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
