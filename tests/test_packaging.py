@@ -1,0 +1,59 @@
+"""The built wheel: model/, beam_jobs/ and schemas/ live inside the grit_pipeline namespace."""
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(out),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = out.glob("grit_pipeline-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        entry_points = next(n for n in archive.namelist() if n.endswith(".dist-info/entry_points.txt"))
+        return archive.namelist(), archive.read(entry_points).decode()
+
+
+def test_no_generic_top_level_names(wheel):
+    wheel_names, _ = wheel
+    top_level = {name.split("/", 1)[0] for name in wheel_names}
+    assert {t for t in top_level if not t.endswith(".dist-info")} == {"grit_pipeline"}
+
+
+def test_mapped_packages_are_inside_the_namespace(wheel):
+    wheel_names, _ = wheel
+    for package in ("model", "beam_jobs", "schemas", "grounding", "shards"):
+        assert f"grit_pipeline/{package}/__init__.py" in wheel_names
+    assert "grit_pipeline/schemas/shard.py" in wheel_names
+
+
+def test_console_script(wheel):
+    _, entry_points = wheel
+    assert "grit = grit_pipeline.cli:main" in entry_points
+
+
+def test_grit_command_runs():
+    result = subprocess.run(["grit", "--help"], capture_output=True, text=True, check=True)
+    for command in ("build", "parse", "ground", "inspect", "validate", "show", "convert", "train", "eval"):
+        assert command in result.stdout
