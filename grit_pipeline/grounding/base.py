@@ -8,6 +8,7 @@ from typing import Protocol
 
 from PIL import Image
 
+from grit_pipeline.grounding.config import NO_BOX_ABOVE_THRESHOLD
 from grit_pipeline.locations import Box
 from grit_pipeline.text import CharSpan
 
@@ -43,6 +44,11 @@ class GroundingResult:
     @property
     def has_box(self) -> bool:
         return any(self.boxes)
+
+    @property
+    def reject_reason(self) -> str | None:
+        """``no_box_above_threshold`` when no span kept a box (the image-caption pair is dropped)."""
+        return None if self.has_box else NO_BOX_ABOVE_THRESHOLD
 
 
 class Detector(Protocol):

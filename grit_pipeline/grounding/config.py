@@ -1,0 +1,72 @@
+"""The detector's options (a picklable frozen dataclass) and the errors of loading one."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+DEFAULT_DETECTOR = "IDEA-Research/grounding-dino-tiny"
+
+# A tiny Grounding DINO with random weights, built in code (see ``grounding.tiny``): for tests and
+# offline smoke runs. Random weights put every score near 0.5, so pass box_threshold <= 0.5 with it.
+TINY_DETECTOR = "tiny-random"
+
+BACKENDS = ("hf", "groundingdino")
+
+# Reason codes, stored in rejects rows and ``GroundingResult.span_errors``.
+NO_BOX_ABOVE_THRESHOLD = "no_box_above_threshold"
+OVER_TOKEN_LIMIT = "over_token_limit"
+SPAN_HAS_NO_TOKENS = "span_has_no_tokens"
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """How to load and run a grounding detector; every field is recorded in the provenance.
+
+    ``model`` is a hub id, a local directory saved with ``save_pretrained`` (``hf``), a directory
+    holding the official config and checkpoint (``groundingdino``), or ``TINY_DETECTOR``.
+    """
+
+    model: str = DEFAULT_DETECTOR
+    backend: str = "hf"
+    # Kosmos-2 keeps (chunk, box) pairs scoring above 0.65 (GRIT_SPEC section 1, step 1.5).
+    box_threshold: float = 0.65
+    # Not published by the authors; 0.5 is the usual class-agnostic NMS IoU (GRIT_SPEC 1.4).
+    nms_iou: float = 0.5
+    batch_size: int = 8
+    device: str = "auto"  # "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:1", ...
+    # Autocast dtype on CUDA: "bfloat16" (falls back to float16 where bf16 is unsupported),
+    # "float16", or "float32" to disable autocast. CPU always runs float32.
+    cuda_dtype: str = "bfloat16"
+    # Grounding DINO's text encoder takes 256 tokens ([CLS] and [SEP] included).
+    max_text_tokens: int = 256
+    # Only a boxed area at least this fraction of the image side survives (drops zero-size boxes).
+    min_box_side: float = 1e-4
+    # Passed to from_pretrained: never touch the network, even for a hub id (HF_HUB_OFFLINE also works).
+    local_files_only: bool = False
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if not 0.0 <= self.box_threshold <= 1.0:
+            raise ValueError(f"box_threshold must be in [0, 1], got {self.box_threshold}")
+        if not 0.0 <= self.nms_iou <= 1.0:
+            raise ValueError(f"nms_iou must be in [0, 1], got {self.nms_iou}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 2 < self.max_text_tokens <= 256:
+            raise ValueError(f"max_text_tokens must be in (2, 256], got {self.max_text_tokens}")
+        if not 0.0 < self.min_box_side < 1.0:
+            raise ValueError(f"min_box_side must be in (0, 1), got {self.min_box_side}")
+        if self.cuda_dtype not in ("bfloat16", "float16", "float32"):
+            raise ValueError(f"cuda_dtype must be bfloat16, float16 or float32, got {self.cuda_dtype!r}")
+
+    def provenance(self) -> dict:
+        """The options as plain JSON values."""
+        return {f"detector_{k}" if k in ("model", "backend") else k: v for k, v in asdict(self).items()}
+
+
+class DetectorUnavailableError(RuntimeError):
+    """The detector cannot be loaded here: weights not cached offline, or its backend not installed.
+
+    The message is one line meant for the user (the CLI prints it without a traceback).
+    """

@@ -1,0 +1,186 @@
+"""The default backend: transformers' ``GroundingDinoForObjectDetection`` with span scoring.
+
+Images are batched (the image processor pads them and passes a pixel mask; the text is padded to
+the longest prompt of the batch). On CUDA the forward runs under bf16 (or fp16) autocast and a
+batch that runs out of memory is halved and retried; on CPU everything is float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from grit_pipeline.grounding.base import GroundingRequest, GroundingResult
+from grit_pipeline.grounding.config import TINY_DETECTOR, DetectorConfig, DetectorUnavailableError
+from grit_pipeline.grounding.postprocess import center_to_corners, select_boxes, span_scores
+from grit_pipeline.grounding.spans import Prompt, normalize_caption, span_tokens, validate_spans
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is the first CUDA device when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DetectorUnavailableError(f"device {name!r} was asked for but CUDA is not available here")
+    return device
+
+
+def resolve_model_path(model: str) -> str:
+    """The folder or hub id to load: the tiny detector's cache folder for ``TINY_DETECTOR``."""
+    if model == TINY_DETECTOR:
+        from grit_pipeline.grounding.tiny import cached_tiny_detector
+
+        return str(cached_tiny_detector())
+    looks_like_path = model.startswith((".", "/", "~")) or os.sep in model.strip("/").split("/", 1)[-1]
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise DetectorUnavailableError(
+                f"detector folder {model!r} has no config.json: expected a folder written by "
+                "save_pretrained (model and processor)"
+            )
+        return str(path)
+    if looks_like_path:
+        raise DetectorUnavailableError(f"detector folder {model!r} does not exist")
+    return model
+
+
+def load_hf_parts(model: str, local_files_only: bool):
+    """The processor and the model in eval mode; a one-line ``DetectorUnavailableError`` if absent."""
+    from transformers import AutoProcessor, GroundingDinoForObjectDetection
+
+    source = resolve_model_path(model)
+    try:
+        processor = AutoProcessor.from_pretrained(source, local_files_only=local_files_only)
+        network = GroundingDinoForObjectDetection.from_pretrained(source, local_files_only=local_files_only)
+    except OSError as err:
+        raise DetectorUnavailableError(
+            f"cannot load detector {model!r}: it is not in the local Hugging Face cache and the hub "
+            "cannot be reached; download it where there is network (huggingface-cli download "
+            f"{model}) and pass that local directory instead (--detector DIR, or DetectorConfig(model=DIR))"
+        ) from err
+    return processor, network.eval()
+
+
+class HFDetector:
+    """Grounding DINO through transformers; implements the ``Detector`` protocol."""
+
+    def __init__(self, config: DetectorConfig):
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.processor, self.model = load_hf_parts(config.model, config.local_files_only)
+        self.model.to(self.device)
+        self.batch_size = config.batch_size  # lowered for good after a CUDA out-of-memory error
+
+    def provenance(self) -> dict:
+        return detector_provenance(self.config)
+
+    def ground(self, requests: Sequence[GroundingRequest]) -> list[GroundingResult]:
+        """One result per request; requests without spans are answered without running the model."""
+        for request in requests:
+            validate_spans(request.caption, request.spans)
+        results: dict[int, GroundingResult] = {
+            i: GroundingResult(boxes=()) for i, r in enumerate(requests) if not r.spans
+        }
+        todo = [i for i, r in enumerate(requests) if r.spans]
+        start = 0
+        while start < len(todo):
+            indices = todo[start : start + self.batch_size]
+            for i, result in zip(indices, self._ground_with_retry([requests[i] for i in indices])):
+                results[i] = result
+            start += len(indices)
+        return [results[i] for i in range(len(requests))]
+
+    def _ground_with_retry(self, batch: list[GroundingRequest]) -> list[GroundingResult]:
+        try:
+            return self._ground_batch(batch)
+        except torch.cuda.OutOfMemoryError:
+            if len(batch) == 1:
+                raise
+        torch.cuda.empty_cache()
+        half = len(batch) // 2
+        self.batch_size = max(1, min(self.batch_size, half))
+        return self._ground_with_retry(batch[:half]) + self._ground_with_retry(batch[half:])
+
+    def encode(self, batch: Sequence[GroundingRequest]) -> tuple[dict, list[Prompt], list]:
+        """Model inputs for a batch, with the prompts and each row's token offsets."""
+        prompts = [normalize_caption(r.caption) for r in batch]
+        text = self.processor.tokenizer(
+            [p.text for p in prompts],
+            padding="longest",
+            truncation=True,
+            max_length=self.config.max_text_tokens,
+            return_offsets_mapping=True,
+            return_tensors="pt",
+        )
+        offsets = text.pop("offset_mapping").tolist()
+        images = self.processor.image_processor([r.image.convert("RGB") for r in batch], return_tensors="pt")
+        inputs = {**text, "pixel_values": images["pixel_values"], "pixel_mask": images["pixel_mask"]}
+        return {k: v.to(self.device) for k, v in inputs.items()}, prompts, offsets
+
+    def _autocast(self):
+        if self.device.type != "cuda" or self.config.cuda_dtype == "float32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.config.cuda_dtype == "bfloat16" else torch.float16
+        if dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+            dtype = torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+
+    def _ground_batch(self, batch: Sequence[GroundingRequest]) -> list[GroundingResult]:
+        inputs, prompts, offsets = self.encode(batch)
+        with torch.inference_mode(), self._autocast():
+            outputs = self.model(**inputs)
+        num_text = inputs["input_ids"].shape[1]
+        probs = outputs.logits[..., :num_text].float().sigmoid().cpu()  # (batch, queries, tokens)
+        boxes = center_to_corners(outputs.pred_boxes.float().cpu())  # (batch, queries, 4), normalised
+        lengths = inputs["attention_mask"].sum(dim=1).tolist()
+        results = []
+        for row, request in enumerate(batch):
+            results.append(
+                score_request(
+                    request,
+                    prompts[row],
+                    offsets[row],
+                    int(lengths[row]),
+                    probs[row],
+                    boxes[row],
+                    self.config,
+                )
+            )
+        return results
+
+
+def score_request(
+    request: GroundingRequest,
+    prompt: Prompt,
+    offsets: Sequence[tuple[int, int]],
+    num_tokens: int,
+    token_probs: torch.Tensor,
+    boxes: torch.Tensor,
+    config: DetectorConfig,
+) -> GroundingResult:
+    """One image's result from its token probabilities ``(queries, tokens)`` and corner boxes."""
+    last_end = max((end for _, end in offsets[:num_tokens]), default=0)
+    mapped = span_tokens(offsets, prompt, request.spans, num_tokens, truncated=last_end < len(prompt.text))
+    scores = span_scores(token_probs, mapped.tokens)
+    per_span = select_boxes(scores, boxes, config.box_threshold, config.nms_iou, config.min_box_side)
+    return GroundingResult(boxes=per_span, span_errors=dict(mapped.errors))
+
+
+def detector_provenance(config: DetectorConfig) -> dict:
+    """What a shard must record about the detector that grounded it."""
+    return {
+        "detector": config.model,
+        "detector_backend": config.backend,
+        "box_threshold": config.box_threshold,
+        "nms_iou": config.nms_iou,
+        "max_text_tokens": config.max_text_tokens,
+        "min_box_side": config.min_box_side,
+        "span_scoring": "mean token probability over the span's tokens",
+        "nms": "class-agnostic, all spans of an image",
+    }
