@@ -46,6 +46,8 @@ class InputConfig:
     caption_column: str = "caption"
     key_column: str | None = None  # None: "key" when the input has one, else "<file stem>-<row number>"
     keep_columns: tuple[str, ...] = ()  # extra columns copied to the shards, like img2dataset's
+    # A column of image file paths (relative to the table's folder): bytes read from there, no download.
+    image_path_column: str | None = None
     input_format: str = "auto"  # auto: img2dataset when a file holds image bytes, else a url table
     batch_rows: int = 1024  # Parquet rows read at a time
 
@@ -167,7 +169,11 @@ def _to_row(record: dict, index: int, path: str, config: InputConfig, fmt: str, 
                 raise InputError(f"{path}: no column {name!r} to keep; the row has {sorted(record)}")
             fields[name] = record[name] if typed else _text(record[name])
     image = None
-    if fmt == "img2dataset":
+    if config.image_path_column:
+        image, error = _read_image_file(path, record.get(config.image_path_column))
+        if error and reject is None:
+            reject = ("missing_image_file", error)
+    elif fmt == "img2dataset":
         image = record.get(_image_column(list(record)) or "")
         if image is None and reject is None:
             reject = (
@@ -190,8 +196,22 @@ def _to_row(record: dict, index: int, path: str, config: InputConfig, fmt: str, 
     )
 
 
+def _read_image_file(table_path: str, image_path: str | None) -> tuple[bytes | None, str | None]:
+    if not image_path:
+        return None, "no image path"
+    if "://" not in image_path and not image_path.startswith("/"):
+        image_path = f"{table_path.rsplit('/', 1)[0]}/{image_path}" if "/" in table_path else image_path
+    try:
+        with fsspec.open(image_path, "rb") as handle:
+            return handle.read(), None
+    except OSError as err:
+        return None, f"cannot read {image_path}: {err}"
+
+
 def _check_columns(path: str, names: list[str], config: InputConfig, fmt: str) -> None:
-    needed = [config.caption_column] if fmt == "img2dataset" else [config.url_column, config.caption_column]
+    needed = [config.caption_column]
+    if fmt != "img2dataset":
+        needed.append(config.image_path_column or config.url_column)
     if fmt == "img2dataset" and "txt" in names:
         needed = []
     missing = [c for c in needed if c not in names]

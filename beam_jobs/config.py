@@ -1,0 +1,57 @@
+"""The job's configuration: one frozen record holding every stage's options, saved in the manifest."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from grit_pipeline.fetch import FetchConfig
+from grit_pipeline.grounding import DetectorConfig
+from grit_pipeline.io import InputConfig
+from grit_pipeline.text import TextConfig
+
+MODES = ("refuse", "incremental", "overwrite")
+DEDUP_KEYS = ("url", "sha256", "none")
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Everything `grit build` was asked to do (Beam's own options travel separately)."""
+
+    inputs: tuple[str, ...]  # files, folders or globs; empty for --retry-rejects
+    output: str
+    input: InputConfig = field(default_factory=InputConfig)
+    fetch: FetchConfig = field(default_factory=FetchConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    # refuse: stop when OUTPUT already holds a build; incremental: only inputs not finished yet;
+    # overwrite: delete the previous build first.
+    mode: str = "refuse"
+    retry_rejects: bool = False  # re-run the transient rejects of OUTPUT instead of reading inputs
+    dedup: str = "url"  # first occurrence (smallest key) wins; the others are rejects `duplicate`
+    # 2,000 rows of 512 px JPEGs make shards of about 100 MB: large enough for efficient reads,
+    # small enough to write from one worker's memory.
+    rows_per_shard: int = 2000
+    store_images: bool = True
+    progress_interval_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.dedup not in DEDUP_KEYS:
+            raise ValueError(f"dedup must be one of {DEDUP_KEYS}, got {self.dedup!r}")
+        if self.rows_per_shard < 1:
+            raise ValueError(f"rows per shard must be >= 1, got {self.rows_per_shard}")
+
+    def to_json(self) -> dict:
+        """Plain JSON values (sets become sorted lists), for the manifest."""
+        return _plain(asdict(self))
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,50 @@
+"""The job's graph: read -> dedup -> parse -> fetch -> (dedup by hash) -> ground -> assemble -> write.
+
+Parsing comes before fetching so that captions the text stage rejects cost no download.
+"""
+
+from __future__ import annotations
+
+import apache_beam as beam
+
+from grit_pipeline.beam_jobs.config import BuildConfig
+from grit_pipeline.beam_jobs.ground import GroundAndAssemble
+from grit_pipeline.beam_jobs.output_dir import RunPlan
+from grit_pipeline.beam_jobs.records import REJECTS, STATS
+from grit_pipeline.beam_jobs.stages import Deduplicate, FetchImages, ParseCaptions, ReadInputs
+from grit_pipeline.beam_jobs.write import WriteOutputs
+
+
+def build_graph(
+    pipeline: beam.Pipeline,
+    config: BuildConfig,
+    plan: RunPlan,
+    files: list[str],
+    extra_fields=(),
+    retry_reasons: tuple[str, ...] = (),
+):
+    """Add the whole job to ``pipeline``; returns the PCollection of the committed run entry."""
+    rejects, stats = [], []
+
+    def stage(rows, label, transform, main="rows", has_stats=True):
+        out = rows | label >> transform
+        rejects.append(out[REJECTS])
+        if has_stats:
+            stats.append(out[STATS])
+        return out[main]
+
+    rows = stage(pipeline, "Read", ReadInputs(files, config.input, retry_reasons, config.progress_interval_s))
+    if config.dedup == "url":
+        rows = stage(rows, "DedupByUrl", Deduplicate("url"), has_stats=False)
+    rows = stage(rows, "Parse", ParseCaptions(config.text))
+    rows = stage(rows, "Fetch", FetchImages(config.fetch))
+    if config.dedup == "sha256":
+        rows = stage(rows, "DedupByHash", Deduplicate("sha256"), has_stats=False)
+    records = stage(
+        rows, "GroundAndAssemble", GroundAndAssemble(config.detector, config.store_images), "records"
+    )
+    all_rejects = rejects | "AllRejects" >> beam.Flatten()
+    all_stats = stats | "AllStats" >> beam.Flatten()
+    return (records, all_rejects, all_stats) | "Write" >> WriteOutputs(
+        plan, config.rows_per_shard, extra_fields, config.progress_interval_s
+    )

@@ -1,0 +1,62 @@
+"""The plain records that travel between the job's stages (picklable, no Beam inside)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from grit_pipeline.fetch import FetchedImage
+from grit_pipeline.io import InputRow
+from grit_pipeline.schemas import reject_row
+from grit_pipeline.text import ParsedCaption
+
+REJECTS = "rejects"  # tag of every stage's rejects output
+STATS = "stats"  # tag of the bookkeeping outputs (files read, stage timings)
+
+
+@dataclass(frozen=True)
+class Row:
+    """An input row and what the stages have added to it so far."""
+
+    input: InputRow
+    parsed: ParsedCaption | None = None
+    fetched: FetchedImage | None = None
+
+    @property
+    def key(self) -> str:
+        return self.input.key
+
+    def reject(self, stage: str, reason: str, error: str | None = None) -> dict:
+        """The rejects row that ends this row's journey."""
+        return rejected(self.input, stage, reason, error)
+
+
+def rejected(row: InputRow, stage: str, reason: str, error: str | None = None) -> dict:
+    caption = row.caption if isinstance(row.caption, str) else None
+    return reject_row(row.key, row.url, caption, stage, reason, error)
+
+
+@dataclass(frozen=True)
+class FileRead:
+    """An input file was read to its end: how many rows it held."""
+
+    path: str
+    rows: int
+    size_bytes: int | None
+
+
+@dataclass(frozen=True)
+class StageTime:
+    """Seconds one worker spent in one stage during one bundle."""
+
+    stage: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    """A Parquet file written under the run's staging folder, waiting for the commit."""
+
+    kind: str  # "shards" or "rejects"
+    path: str
+    rows: int
+    by_reason: dict[str, int] = field(default_factory=dict)

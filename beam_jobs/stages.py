@@ -1,0 +1,216 @@
+"""The job's stages before grounding as Beam transforms: read, dedup, parse, fetch.
+
+Each DoFn adapts a plain function of grit_pipeline (``io.read_file``, ``TextStage.parse``,
+``fetch.Fetcher``); heavy state loads in ``setup()``. Every row leaves either on the main output or
+on the ``rejects`` output as a rejects row, and every DoFn reports its busy seconds on ``stats``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import apache_beam as beam
+import fsspec
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
+
+from grit_pipeline.beam_jobs.progress import tracker
+from grit_pipeline.beam_jobs.records import REJECTS, STATS, FileRead, Row, StageTime, rejected
+from grit_pipeline.fetch import FetchConfig, FetchedImage, Fetcher
+from grit_pipeline.io import InputConfig, read_file, read_retry_rows
+from grit_pipeline.text import TextConfig, TextStage
+
+
+def windowed(value) -> WindowedValue:
+    """An element emitted from ``finish_bundle`` (batch pipelines: the global window)."""
+    return WindowedValue(value, MIN_TIMESTAMP, [GlobalWindow()])
+
+
+class TimedDoFn(beam.DoFn):
+    """Accumulates the stage's own busy seconds and reports them at the end of each bundle."""
+
+    stage = "stage"
+
+    def start_bundle(self):
+        self.busy_s = 0.0
+
+    def stage_time(self):
+        return beam.pvalue.TaggedOutput(STATS, windowed(StageTime(self.stage, self.busy_s)))
+
+    def finish_bundle(self):
+        yield self.stage_time()
+
+
+class ReadFileFn(TimedDoFn):
+    """An input file path -> its rows; unusable rows to rejects; a FileRead record when done."""
+
+    stage = "read"
+
+    def __init__(self, config: InputConfig, retry_reasons: tuple[str, ...] = (), progress_s: float = 10.0):
+        self._config, self._retry_reasons, self._progress_s = config, frozenset(retry_reasons), progress_s
+
+    def process(self, path: str):
+        progress, count = tracker(self._progress_s), 0
+        rows = (
+            read_retry_rows(path, self._retry_reasons)
+            if self._retry_reasons
+            else read_file(path, self._config)
+        )
+        start = time.perf_counter()
+        for row in rows:
+            self.busy_s += time.perf_counter() - start
+            count += 1
+            progress.read()
+            if row.reject is not None:
+                yield beam.pvalue.TaggedOutput(REJECTS, rejected(row, "read", *row.reject))
+            else:
+                yield Row(row)
+            start = time.perf_counter()
+        fs, fs_path = fsspec.core.url_to_fs(path)
+        yield beam.pvalue.TaggedOutput(STATS, FileRead(path, count, fs.size(fs_path)))
+
+
+class ReadInputs(beam.PTransform):
+    """Input files -> rows (main), rejects, stats. Files are spread over workers first."""
+
+    def __init__(self, files: list[str], config: InputConfig, retry_reasons=(), progress_s: float = 10.0):
+        super().__init__()
+        self._files, self._fn = files, ReadFileFn(config, retry_reasons, progress_s)
+
+    def expand(self, pipeline):
+        return (
+            pipeline
+            | "Files" >> beam.Create(self._files)
+            | "Spread" >> beam.Reshuffle()
+            | "Rows" >> beam.ParDo(self._fn).with_outputs(REJECTS, STATS, main="rows")
+        )
+
+
+def _first_wins(item):
+    """One group of rows sharing a URL or a hash: the smallest key stays, the others are duplicates."""
+    _, rows = item
+    rows = sorted(rows, key=lambda r: r.key)
+    yield rows[0]
+    for row in rows[1:]:
+        yield beam.pvalue.TaggedOutput(
+            REJECTS, row.reject("dedup", "duplicate", f"same content as row {rows[0].key}")
+        )
+
+
+def _dedup_key(field: str):
+    def key(row: Row):
+        value = row.input.url if field == "url" else row.fetched.sha256
+        return (value if value else f"\0unique:{row.key}"), row
+
+    return key
+
+
+class Deduplicate(beam.PTransform):
+    """Rows -> rows with one row per URL (or image hash); the rest go to rejects as ``duplicate``."""
+
+    def __init__(self, field: str):
+        super().__init__()
+        self._field = field
+
+    def expand(self, rows):
+        return (
+            rows
+            | "Key" >> beam.Map(_dedup_key(self._field))
+            | "Group" >> beam.GroupByKey()
+            | "FirstWins" >> beam.FlatMap(_first_wins).with_outputs(REJECTS, main="rows")
+        )
+
+
+class ParseFn(TimedDoFn):
+    """A batch of rows -> rows with their parsed caption; unusable captions to rejects."""
+
+    stage = "parse"
+
+    def __init__(self, config: TextConfig):
+        self._config = config
+
+    def setup(self):
+        self._text = TextStage(self._config)  # spaCy loads once per worker
+
+    def process(self, batch: list[Row]):
+        start = time.perf_counter()
+        parsed = self._text.parse([row.input.caption for row in batch])
+        self.busy_s += time.perf_counter() - start
+        for row, result in zip(batch, parsed):
+            if result.reject_reason:
+                yield beam.pvalue.TaggedOutput(REJECTS, row.reject("parse", result.reject_reason))
+            else:
+                yield replace(row, parsed=result)
+
+
+class ParseCaptions(beam.PTransform):
+    def __init__(self, config: TextConfig):
+        super().__init__()
+        self._config = config
+
+    def expand(self, rows):
+        return (
+            rows
+            | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=self._config.batch_size)
+            | "Parse" >> beam.ParDo(ParseFn(self._config)).with_outputs(REJECTS, STATS, main="rows")
+        )
+
+
+class FetchFn(TimedDoFn):
+    """Rows -> rows with their image downloaded, checked and resized; failures to rejects.
+
+    Downloads run in a thread pool while the bundle goes on; what is still in flight at the end
+    of the bundle is waited for in ``finish_bundle``.
+    """
+
+    stage = "fetch"
+
+    def __init__(self, config: FetchConfig):
+        self._config = config
+
+    def setup(self):
+        self._fetcher = Fetcher(self._config)
+
+    def teardown(self):
+        self._fetcher.close()
+
+    def process(self, row: Row):
+        start = time.perf_counter()
+        if row.input.image is not None:  # img2dataset input: bytes in hand, decode only
+            done = [(row, self._fetcher.decode_bytes(row.input.image, row.input.original_size))]
+        else:
+            done = self._fetcher.submit(row, row.input.url)
+        self.busy_s += time.perf_counter() - start
+        yield from self._emit(done)
+
+    def finish_bundle(self):
+        start = time.perf_counter()
+        done = self._fetcher.drain()
+        self.busy_s += time.perf_counter() - start
+        for element in self._emit(done):
+            if isinstance(element, beam.pvalue.TaggedOutput):
+                yield beam.pvalue.TaggedOutput(element.tag, windowed(element.value))
+            else:
+                yield windowed(element)
+        yield self.stage_time()
+
+    @staticmethod
+    def _emit(done):
+        for row, result in done:
+            if isinstance(result, FetchedImage):
+                if row.input.sha256:  # img2dataset hashed the original download; keep that hash
+                    result = replace(result, sha256=row.input.sha256)
+                yield replace(row, fetched=result)
+            else:
+                yield beam.pvalue.TaggedOutput(REJECTS, row.reject("fetch", result.reason, result.error))
+
+
+class FetchImages(beam.PTransform):
+    def __init__(self, config: FetchConfig):
+        super().__init__()
+        self._config = config
+
+    def expand(self, rows):
+        return rows | "Fetch" >> beam.ParDo(FetchFn(self._config)).with_outputs(REJECTS, STATS, main="rows")

@@ -1,0 +1,113 @@
+"""The write stage: shard and rejects Parquet files under the run's staging folder, then the commit.
+
+Writers buffer rows per bundle and write a file every ``rows_per_shard`` rows and at the end of
+the bundle, each under a unique ``.staged`` name; the names travel on as elements, so only files
+of bundles Beam committed are published. The commit runs once, after every other stage, on the
+list of those files (see ``output_dir``).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+
+import apache_beam as beam
+import pyarrow as pa
+
+from grit_pipeline.beam_jobs.output_dir import RunPlan, commit
+from grit_pipeline.beam_jobs.progress import LOGGER, tracker
+from grit_pipeline.beam_jobs.records import STATS, StagedFile
+from grit_pipeline.beam_jobs.stages import TimedDoFn, windowed
+from grit_pipeline.schemas import REJECTS_SCHEMA, shard_schema, write_table
+
+REJECTS_PER_FILE = 100_000  # rejects rows are small; one file per bundle is the common case
+
+
+class WriteFn(TimedDoFn):
+    """Rows -> staged Parquet files (as ``StagedFile`` elements)."""
+
+    stage = "write"
+
+    def __init__(
+        self, plan: RunPlan, kind: str, rows_per_file: int, extra_fields=(), progress_s: float = 10.0
+    ):
+        self._plan, self._kind, self._rows_per_file = plan, kind, rows_per_file
+        self._extra_fields, self._progress_s = list(extra_fields), progress_s
+
+    def setup(self):
+        self._schema: pa.Schema = (
+            REJECTS_SCHEMA if self._kind == "rejects" else shard_schema(self._extra_fields)
+        )
+        self._provenance = {**self._plan.provenance, "run_id": self._plan.run_id}
+        self._progress = tracker(self._progress_s)
+
+    def start_bundle(self):
+        super().start_bundle()
+        self._rows: list[dict] = []
+
+    def process(self, record: dict):
+        self._rows.append(record)
+        if self._kind == "rejects":
+            self._progress.reject(record["reason"])
+        else:
+            self._progress.accept()
+        if len(self._rows) >= self._rows_per_file:
+            yield self._flush()
+
+    def finish_bundle(self):
+        if self._rows:
+            yield windowed(self._flush())
+        yield self.stage_time()
+
+    def _flush(self) -> StagedFile:
+        start = time.perf_counter()
+        path = f"{self._plan.staging}/{self._kind}/{uuid.uuid4().hex}.parquet.staged"
+        rows = write_table(self._rows, path, self._schema, self._provenance)
+        by_reason = Counter(r["reason"] for r in self._rows) if self._kind == "rejects" else {}
+        self._rows = []
+        self.busy_s += time.perf_counter() - start
+        return StagedFile(self._kind, path, rows, dict(by_reason))
+
+
+class CommitFn(beam.DoFn):
+    """The list of everything the run wrote and read -> the committed output and its manifest."""
+
+    def __init__(self, plan: RunPlan):
+        self._plan = plan
+
+    def process(self, items: list):
+        run = commit(self._plan, items)
+        counts = run["counts"]
+        LOGGER.info(
+            "committed run %s: %d rows in, %d accepted, %d rejected",
+            run["run_id"],
+            counts["input"],
+            counts["accepted"],
+            counts["rejected"],
+        )
+        yield run
+
+
+class WriteOutputs(beam.PTransform):
+    """(shard records, rejects rows, stats) -> shards/, rejects/ and manifest.json in OUTPUT."""
+
+    def __init__(self, plan: RunPlan, rows_per_shard: int, extra_fields=(), progress_s: float = 10.0):
+        super().__init__()
+        self._plan, self._rows_per_shard = plan, rows_per_shard
+        self._extra_fields, self._progress_s = list(extra_fields), progress_s
+
+    def expand(self, inputs):
+        records, rejects, stats = inputs
+        shard_writer = WriteFn(
+            self._plan, "shards", self._rows_per_shard, self._extra_fields, self._progress_s
+        )
+        reject_writer = WriteFn(self._plan, "rejects", REJECTS_PER_FILE, (), self._progress_s)
+        shards = records | "WriteShards" >> beam.ParDo(shard_writer).with_outputs(STATS, main="files")
+        rejected = rejects | "WriteRejects" >> beam.ParDo(reject_writer).with_outputs(STATS, main="files")
+        return (
+            (shards.files, shards[STATS], rejected.files, rejected[STATS], stats)
+            | "Everything" >> beam.Flatten()
+            | "ToList" >> beam.combiners.ToList()
+            | "Commit" >> beam.ParDo(CommitFn(self._plan))
+        )
