@@ -1,0 +1,128 @@
+"""Helpers shared by the shard tools: finding shards, progress, output folders, JSON-safe rows."""
+
+from __future__ import annotations
+
+import base64
+import math
+import sys
+from collections.abc import Iterator
+
+import fsspec
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from grit_pipeline.cli import CommandError
+from grit_pipeline.schemas import list_shard_files, read_shard
+
+
+def add_path_argument(parser) -> None:
+    parser.add_argument(
+        "path",
+        metavar="PATH",
+        help="a shard, a folder of shards or a glob; local or any fsspec URL (ours or GRIT-20M Parquet)",
+    )
+
+
+def resolve_files(path: str) -> list[str]:
+    """The Parquet files under ``path``; a CommandError when there are none."""
+    try:
+        files = list_shard_files(path)
+    except FileNotFoundError as err:
+        raise CommandError(f"{err}; expected a .parquet file, a folder of them or a glob") from err
+    if not files:
+        raise CommandError(f"no .parquet files under {path!r}; expected GRIT shards (OUT/shards/*.parquet)")
+    return files
+
+
+def read_table(path: str, columns: list[str] | None = None):
+    """One shard in the v1 layout, with a one-line error for files that are not GRIT shards."""
+    try:
+        return read_shard(path, columns)
+    except ValueError as err:
+        raise CommandError(str(err)) from err
+    except Exception as err:  # pyarrow raises several types for a damaged or non-Parquet file
+        raise CommandError(f"{path}: cannot read as Parquet ({type(err).__name__}: {err})") from err
+
+
+def count_rows(files: list[str]) -> int | None:
+    """Total rows from the Parquet footers (cheap), or None when a footer cannot be read."""
+    total = 0
+    for path in files:
+        try:
+            with fsspec.open(path, "rb") as handle:
+                total += pq.ParquetFile(handle).metadata.num_rows
+        except Exception:  # the real read reports the problem with its context
+            return None
+    return total
+
+
+def progress(total: int | None, desc: str, quiet: bool = False) -> tqdm:
+    """A row-progress bar on stderr; hidden with ``quiet`` (the tests, ``--quiet``)."""
+    # tqdm's monitor is a daemon thread; killed at interpreter exit while pyarrow's threads wind down,
+    # it aborted the process ("terminate called without an active exception"). It only tunes refresh.
+    tqdm.monitor_interval = 0
+    return tqdm(total=total, desc=desc, unit="row", file=sys.stderr, disable=quiet, leave=False, delay=0.5)
+
+
+def iter_tables(files: list[str], columns: list[str] | None = None, desc: str = "", quiet: bool = False):
+    """``(shard_path, table)`` per shard, advancing a row-progress bar as each shard is read."""
+    bar = progress(count_rows(files), desc, quiet)
+    try:
+        for path in files:
+            table = read_table(path, columns)
+            yield path, table
+            bar.update(table.num_rows)
+    finally:
+        bar.close()
+
+
+def iter_rows(files: list[str], desc: str = "", quiet: bool = False) -> Iterator[tuple[str, int, dict]]:
+    """``(shard_path, row_index, row)`` for every row, with progress per row."""
+    bar = progress(count_rows(files), desc, quiet)
+    try:
+        for path in files:
+            for index, row in enumerate(read_table(path).to_pylist()):
+                yield path, index, row
+                bar.update(1)
+    finally:
+        bar.close()
+
+
+def json_safe(value):
+    """A value JSON can carry: bytes as base64 text, NaN/inf as None."""
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def row_without_image(row: dict) -> dict:
+    """The row as JSON-ready values, its image bytes replaced by their size (``image_bytes``)."""
+    out = {k: json_safe(v) for k, v in row.items() if k != "image"}
+    image = row.get("image")
+    out["image_bytes"] = len(image) if image is not None else None
+    return out
+
+
+def prepare_output_dir(out: str, overwrite: bool) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The output folder, created; a CommandError when it already holds files and ``overwrite`` is off."""
+    fs, root = fsspec.core.url_to_fs(out)
+    if fs.exists(root):
+        if not fs.isdir(root):
+            raise CommandError(f"--out {out!r} is a file; expected a folder (new or empty)")
+        if fs.ls(root) and not overwrite:
+            raise CommandError(f"--out {out!r} is not empty; choose a new folder or pass --overwrite")
+    fs.makedirs(root, exist_ok=True)
+    return fs, root.rstrip("/")
+
+
+def output_names(files: list[str], suffix: str) -> list[str]:
+    """One output file name per shard: the shard's stem plus ``suffix``, numbered where stems repeat."""
+    stems = [f.rstrip("/").rsplit("/", 1)[-1].removesuffix(".parquet") for f in files]
+    repeated = {s for s in stems if stems.count(s) > 1}
+    return [f"{i:05d}-{s}{suffix}" if s in repeated else f"{s}{suffix}" for i, s in enumerate(stems)]

@@ -1,0 +1,39 @@
+"""`grit head`: the first rows of shards as JSON lines, image bytes left out (their size in ``image_bytes``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from grit_pipeline.cli import CommandError
+from grit_pipeline.shards.common import add_path_argument, read_table, resolve_files, row_without_image
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_path_argument(parser)
+    parser.add_argument("--n", type=int, default=10, help="how many rows (default 10)")
+    parser.add_argument(
+        "--shard-path", action="store_true", help="add each row's shard and row index (`_shard`, `_row`)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.n < 0:
+        raise CommandError(f"--n must be 0 or more, got {args.n}")
+    left = args.n
+    for path in resolve_files(args.path):
+        if left == 0:
+            break
+        table = read_table(path).slice(0, left)  # only the rows shown are turned into Python objects
+        for index, row in enumerate(table.to_pylist()):
+            record = row_without_image(row)
+            if args.shard_path:
+                record.update({"_shard": path, "_row": index})
+            try:
+                print(json.dumps(record, ensure_ascii=False))
+            except BrokenPipeError:  # `grit head ... | head -1`: the reader left, which is fine
+                sys.stderr.close()
+                return 0
+        left -= table.num_rows
+    return 0
