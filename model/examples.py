@@ -1,0 +1,122 @@
+"""One shard row -> one model example: image window, grounded or plain text, ids, masks, labels.
+
+Text follows GRIT_SPEC.md section 3: ``ref_exps`` (or ``noun_chunks``) above the score threshold
+after the containment filter, boxes re-projected into the crop, used grounded with probability
+``p_grounded``, else as the plain caption. The sequence is
+``<s> <image> (latent_queries slots) </image> text </s>``, exactly what ``Kosmos2Processor`` builds
+(plus ``</s>``); labels are the ids with -100 on ``<s>``, ``<image>``, the slots and ``</image>``
+(and on padding, added by the collator), so the loss covers everything after ``</image>``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from grit_pipeline.assemble import select_grounding_spans
+from grit_pipeline.locations import render_grounded_caption
+from grit_pipeline.model.images import decode_image, render, to_pixel_values, window_for
+from grit_pipeline.schemas.shard import spans_from_column
+
+IGNORE_INDEX = -100  # positions without loss, as transformers' cross-entropy expects
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """How training text is formed from a row."""
+
+    p_grounded: float = 0.5  # the original: each caption grounded with probability 0.5, else plain
+    spans_column: str = "ref_exps"  # "ref_exps" (the original) or "noun_chunks"
+    min_score: float = 0.65  # the paper's box threshold, re-applied at load time
+    image_mode: str = "centre-crop"  # "centre-crop" (training in the original) or "square"
+    location_grid: int = 32  # P: P x P location cells
+    max_length: int = 256  # whole sequence, image slots included; longer text is cut
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.p_grounded <= 1.0:
+            raise ValueError(f"p_grounded must be in [0, 1], got {self.p_grounded}")
+        if self.spans_column not in ("ref_exps", "noun_chunks"):
+            raise ValueError(f"spans_column must be 'ref_exps' or 'noun_chunks', got {self.spans_column!r}")
+        if not 1 <= self.location_grid <= 32:
+            raise ValueError(
+                f"location_grid must be in 1..32 (1,024 location tokens), got {self.location_grid}"
+            )
+
+
+@dataclass(frozen=True)
+class Example:
+    """Model inputs of one row, before padding."""
+
+    pixel_values: np.ndarray  # (3, S, S) float32
+    input_ids: list[int]
+    image_embeds_position_mask: list[int]
+    labels: list[int]
+
+
+class SkipRow(ValueError):
+    """A row that cannot become an example (no image, undecodable, tags in the caption)."""
+
+
+def form_text(row: dict, window, config: TextConfig, rng: random.Random) -> str:
+    """The training text of a row: grounded (with location tokens) or the plain caption."""
+    caption = row["caption"]
+    if "<" in caption or ">" in caption:
+        raise SkipRow("caption holds '<' or '>', which would read as Kosmos-2 tags")
+    if rng.random() >= config.p_grounded:
+        return caption
+    boxes_by_span: dict[tuple[int, int], list] = defaultdict(list)
+    for span in select_grounding_spans(spans_from_column(row.get(config.spans_column)), config.min_score):
+        projected = window.project(span.box)
+        if projected is not None and projected.is_valid():
+            boxes_by_span[(span.start, span.end)].append(projected)
+    spans = [(start, end, boxes) for (start, end), boxes in boxes_by_span.items()]
+    if not spans:  # nothing survived threshold and crop: the caption is still a plain example
+        return caption
+    return render_grounded_caption(caption, spans, config.location_grid)
+
+
+def encode_text(tokenizer, text: str, num_slots: int, max_length: int) -> tuple[list[int], list[int]]:
+    """``(input_ids, image_embeds_position_mask)`` as Kosmos2Processor builds them, plus ``</s>``.
+
+    The processor tokenizes ``<image>`` x (slots + 1) ``</image>`` text, then overwrites the slots
+    with ids ``unk + 1 ..``; doing the same keeps ids identical to the processor's.
+    """
+    first_slot = tokenizer.unk_token_id + 1
+    prefix = "<image>" * (num_slots + 1) + "</image>"
+    ids = tokenizer(prefix + text, add_special_tokens=True).input_ids  # <s> prefix text (no </s>)
+    if ids[-1] != tokenizer.eos_token_id:
+        ids.append(tokenizer.eos_token_id)
+    ids[2 : 2 + num_slots] = range(first_slot, first_slot + num_slots)
+    if len(ids) > max_length:
+        ids = [*ids[: max_length - 1], tokenizer.eos_token_id]
+    mask = [0, 0] + [1] * num_slots + [0] * (len(ids) - num_slots - 2)
+    return ids, mask
+
+
+def make_labels(input_ids: list[int], num_slots: int) -> list[int]:
+    """Labels: -100 on ``<s> <image>``, the slots and ``</image>``; the ids everywhere after."""
+    prompt = num_slots + 3
+    return [IGNORE_INDEX] * prompt + list(input_ids[prompt:])
+
+
+def make_example(row: dict, processor, config: TextConfig, num_slots: int, rng: random.Random) -> Example:
+    """The example of one shard row; raises SkipRow when the row cannot be used."""
+    data = row.get("image")
+    if not data:
+        raise SkipRow("row has no image bytes")
+    try:
+        image = decode_image(data)
+    except ValueError as err:
+        raise SkipRow(str(err)) from err
+    window = window_for(config.image_mode, image.width, image.height)
+    text = form_text(row, window, config, rng)
+    image_processor = processor.image_processor
+    size = int(image_processor.crop_size["height"])
+    pixels = to_pixel_values(
+        render(image, window, size), image_processor.image_mean, image_processor.image_std
+    )
+    ids, mask = encode_text(processor.tokenizer, text, num_slots, config.max_length)
+    return Example(pixels, ids, mask, make_labels(ids, num_slots))

@@ -1,0 +1,344 @@
+"""`grit train`: train or fine-tune Kosmos-2 on shards, read top to bottom.
+
+Build the processor and the model, then the data stream, then AdamW with warm-up and linear
+decay, then the loop: step (with gradient accumulation, clipping and bf16 autocast on GPU), log
+(tqdm and TensorBoard), checkpoint every ``save_every`` steps. ``--resume`` continues from
+``OUT/latest`` exactly: weights, optimizer, scheduler, position in the data stream and RNG states.
+
+Multi-GPU: launch with torchrun, which sets RANK/WORLD_SIZE/LOCAL_RANK; each rank reads every
+``world``-th batch of the same stream and gradients are averaged by DistributedDataParallel::
+
+    torchrun --nproc_per_node 8 -m grit_pipeline.cli train --data shards/ --out run/ --preset small
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import time
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+import torch
+
+from grit_pipeline.model.checkpoint import (
+    load_trainer_state,
+    load_training_config,
+    resolve_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+)
+from grit_pipeline.model.data import ShardBatches, StreamConfig, make_loader
+from grit_pipeline.model.examples import TextConfig
+from grit_pipeline.model.presets import PRESETS, build_model, get_preset
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a run depends on; saved beside every checkpoint."""
+
+    data: str
+    out: str
+    preset: str = "tiny"
+    init_from: str | None = None  # pretrained folder or hub id (microsoft/kosmos-2-patch14-224 layout)
+    images: str | None = None  # img2dataset "files" folder for shards without image bytes
+    max_steps: int = 1000  # optimizer steps; the linear decay reaches 0 here
+    max_minutes: float | None = None  # stop early (and checkpoint) after this much wall time
+    batch_size: int = 32  # per micro-batch and rank
+    grad_accum: int = 1
+    lr: float = 1e-3
+    warmup_steps: int = 100  # the paper: 375 of 60k
+    weight_decay: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.98
+    eps: float = 1e-6
+    clip_norm: float = 2.0  # the paper's gradient clip
+    save_every: int = 500
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    seed: int = 0
+    num_workers: int = 0
+    shuffle_buffer: int = 2048
+    tokenizer_rows: int = 200_000  # captions used to train a tokenizer when none is given
+    p_grounded: float = 0.5
+    spans_column: str = "ref_exps"
+    min_score: float = 0.65
+    image_mode: str = "centre-crop"
+    location_grid: int | None = None  # None: the preset's (32 for pretrained models)
+    max_length: int = 256
+    bf16: bool = True  # autocast on CUDA only; CPU runs in float32
+
+    def text_config(self, grid: int) -> TextConfig:
+        return TextConfig(
+            p_grounded=self.p_grounded,
+            spans_column=self.spans_column,
+            min_score=self.min_score,
+            image_mode=self.image_mode,
+            location_grid=grid,
+            max_length=self.max_length,
+        )
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warm-up to 1 over ``warmup`` steps, then linear decay to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def build_processor_and_model(config: TrainConfig):
+    """(processor, model, location grid) for a fresh run: pretrained, or the preset from scratch."""
+    from grit_pipeline.model.processor import load_processor, processor_from_corpus
+
+    if config.init_from:
+        from transformers import Kosmos2ForConditionalGeneration
+
+        processor = load_processor(config.init_from)
+        model = Kosmos2ForConditionalGeneration.from_pretrained(config.init_from)
+        return processor, model, config.location_grid or 32
+    preset = get_preset(config.preset)
+    processor = processor_from_corpus(
+        config.data, preset.image_size, preset.tokenizer_vocab, config.tokenizer_rows
+    )
+    model = build_model(
+        replace(preset, location_grid=config.location_grid or preset.location_grid), processor, config.seed
+    )
+    return processor, model, config.location_grid or preset.location_grid
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> Dist:
+    """torchrun's environment -> a process group; a single process otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Dist()
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    torch.distributed.init_process_group(backend)
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)
+    return Dist(int(os.environ["RANK"]), world, local)
+
+
+@dataclass
+class RunState:
+    step: int = 0
+    next_batch: int = 0  # global batch index of the data stream to read next
+    losses: list | None = None
+
+
+def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> RunState:
+    """Run training; returns the final step and the per-step losses of this invocation."""
+    dist = init_distributed()
+    device = torch.device(f"cuda:{dist.local_rank}" if torch.cuda.is_available() else "cpu")
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    state = RunState(losses=[])
+
+    # 1. processor and model (from the latest checkpoint when resuming)
+    if resume:
+        from transformers import Kosmos2ForConditionalGeneration
+
+        from grit_pipeline.model.processor import load_processor
+
+        checkpoint = resolve_checkpoint(out)
+        saved = load_training_config(checkpoint)
+        config = replace(TrainConfig(**saved), max_steps=config.max_steps, max_minutes=config.max_minutes)
+        processor = load_processor(str(checkpoint))
+        model = Kosmos2ForConditionalGeneration.from_pretrained(checkpoint)
+        grid = saved["location_grid"]
+    else:
+        processor, model, grid = build_processor_and_model(config)
+        config = replace(config, location_grid=grid)
+    model.to(device).train()
+
+    # 2. optimizer and schedule (weight decay on matrices only, as is usual for transformers)
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr,
+        betas=(config.beta1, config.beta2),
+        eps=config.eps,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, config.warmup_steps, config.max_steps)
+    )
+    if resume:
+        saved_state = load_trainer_state(checkpoint)
+        optimizer.load_state_dict(saved_state["optimizer"])
+        scheduler.load_state_dict(saved_state["scheduler"])
+        state.step, state.next_batch = saved_state["step"], saved_state["next_batch"]
+        set_rng_state(saved_state["rng"])
+    if dist.world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[dist.local_rank] if device.type == "cuda" else None
+        )
+    raw_model = model.module if dist.world > 1 else model
+
+    # 3. data: rank r reads global batches r, r + world, ... starting after what was consumed
+    stream = StreamConfig(
+        data=config.data,
+        images=config.images,
+        batch_size=config.batch_size,
+        shuffle_buffer=config.shuffle_buffer,
+        seed=config.seed,
+        num_workers=config.num_workers,
+        rank=dist.rank,
+        world_size=dist.world,
+    )
+    dataset = ShardBatches(
+        stream, config.text_config(grid), processor, raw_model.config.latent_query_num, state.next_batch
+    )
+    batches = iter(make_loader(dataset))
+
+    # 4. the loop
+    writer = _tensorboard(out) if dist.main else None
+    bar = _progress(config, state.step, progress and dist.main)
+    start, skipped = time.time(), {}
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if device.type == "cuda" and config.bf16
+        else contextlib.nullcontext()
+    )
+    while state.step < config.max_steps:
+        loss_sum, samples = 0.0, 0
+        for micro in range(config.grad_accum):
+            index, batch, batch_skipped = next(batches)
+            state.next_batch = index + dist.world  # this rank's next batch, in global numbering
+            for reason, n in batch_skipped.items():
+                skipped[reason] = skipped.get(reason, 0) + n
+            if batch is None:
+                continue
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            sync = micro == config.grad_accum - 1 or dist.world == 1
+            with contextlib.nullcontext() if sync else model.no_sync(), autocast:
+                loss = model(**batch).loss / config.grad_accum
+            loss.backward()
+            loss_sum += loss.item()
+            samples += batch["input_ids"].shape[0]
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        state.losses.append(loss_sum)
+        if dist.main:
+            _log(
+                writer,
+                bar,
+                state.step,
+                loss_sum,
+                float(grad_norm),
+                scheduler.get_last_lr()[0],
+                samples,
+                config,
+            )
+        out_of_time = config.max_minutes is not None and time.time() - start > config.max_minutes * 60
+        done = state.step >= config.max_steps or out_of_time
+        if dist.main and (state.step % config.save_every == 0 or done):
+            trainer_state = {
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "step": state.step,
+                "next_batch": state.next_batch,  # rank 0's next global batch; rank r resumes at it + r
+            }
+            save_checkpoint(
+                out, state.step, raw_model, processor, config, trainer_state, config.keep_checkpoints
+            )
+        if out_of_time:
+            break
+    if bar is not None:
+        bar.close()
+    if writer is not None:
+        writer.close()
+    if skipped and dist.main:
+        print(f"skipped rows by reason: {skipped}")
+    return state
+
+
+def _tensorboard(out: Path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(out / "tensorboard"))
+
+
+def _progress(config: TrainConfig, initial: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=config.max_steps, initial=initial, desc="train", unit="step", dynamic_ncols=True)
+
+
+def _log(writer, bar, step: int, loss: float, grad_norm: float, lr: float, samples: int, config) -> None:
+    if writer is not None:
+        writer.add_scalar("train/loss", loss, step)
+        writer.add_scalar("train/lr", lr, step)
+        writer.add_scalar("train/grad_norm", grad_norm, step)
+        writer.add_scalar("train/samples", samples, step)
+    if bar is not None:
+        bar.update(1)
+        if step % config.log_every == 0:
+            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", ppl=f"{math.exp(min(loss, 50)):.1f}")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    parser.add_argument("--data", required=True, help="shard file, folder or glob (ours or GRIT-20M)")
+    parser.add_argument("--out", required=True, help="output folder: checkpoints, tensorboard/")
+    parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
+    parser.add_argument(
+        "--init-from", default=None, help="pretrained folder or hub id; its processor is reused"
+    )
+    parser.add_argument("--images", default=None, help="img2dataset 'files' folder (images by key)")
+    parser.add_argument("--resume", action="store_true", help="continue exactly from OUT/latest")
+    for name in (
+        "max_steps", "max_minutes", "batch_size", "grad_accum", "lr", "warmup_steps", "weight_decay",
+        "clip_norm", "save_every", "keep_checkpoints", "log_every", "seed", "num_workers", "shuffle_buffer",
+        "tokenizer_rows", "p_grounded", "min_score", "location_grid", "max_length",
+    ):  # fmt: skip
+        default = defaults[name]
+        kind = (
+            float
+            if name in ("max_minutes", "lr", "weight_decay", "clip_norm", "p_grounded", "min_score")
+            else int
+        )
+        parser.add_argument(
+            "--" + name.replace("_", "-"), type=kind, default=default, help=f"default {default}"
+        )
+    parser.add_argument("--spans-column", default="ref_exps", choices=["ref_exps", "noun_chunks"])
+    parser.add_argument("--image-mode", default="centre-crop", choices=["centre-crop", "square"])
+    parser.add_argument("--no-bf16", dest="bf16", action="store_false", help="GPU: train in float32")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    # beta1, beta2 and eps are the paper's values and not flags; every other field is one.
+    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    return TrainConfig(**values)
+
+
+def run(args: argparse.Namespace) -> int:
+    from grit_pipeline.cli import CommandError
+
+    config = config_from_args(args)
+    if config.max_steps < 1 or config.batch_size < 1 or config.grad_accum < 1:
+        raise CommandError("--max-steps, --batch-size and --grad-accum must be positive")
+    try:
+        state = train(config, resume=args.resume)
+    except (FileNotFoundError, ValueError, OSError) as err:
+        raise CommandError(str(err)) from err
+    print(f"trained to step {state.step}; newest checkpoint named in {config.out}/latest")
+    return 0
