@@ -51,20 +51,70 @@ def resolve_model_path(model: str) -> str:
 
 
 def load_hf_parts(model: str, local_files_only: bool):
-    """The processor and the model in eval mode; a one-line ``DetectorUnavailableError`` if absent."""
-    from transformers import AutoProcessor, GroundingDinoForObjectDetection
+    """The processor and the model in eval mode; a one-line ``DetectorUnavailableError`` if absent.
 
+    The local cache is tried first, without any network access; the hub only when that fails, and
+    only after a quick check that it answers (huggingface_hub's own retries take minutes offline).
+    """
     source = resolve_model_path(model)
     try:
-        processor = AutoProcessor.from_pretrained(source, local_files_only=local_files_only)
-        network = GroundingDinoForObjectDetection.from_pretrained(source, local_files_only=local_files_only)
+        return _from_pretrained(source, local_files_only=True)
+    except (OSError, ValueError) as err:
+        if Path(source).is_dir():
+            raise DetectorUnavailableError(
+                f"cannot load detector folder {model!r} (expected a Grounding DINO model and processor "
+                f"saved with save_pretrained): {_first_line(err)}"
+            ) from err
+        if local_files_only or _hub_offline():
+            raise _unavailable(model) from err
+    _check_hub_reachable(model)
+    try:
+        return _from_pretrained(source, local_files_only=False)
     except OSError as err:
         raise DetectorUnavailableError(
-            f"cannot load detector {model!r}: it is not in the local Hugging Face cache and the hub "
-            "cannot be reached; download it where there is network (huggingface-cli download "
-            f"{model}) and pass that local directory instead (--detector DIR, or DetectorConfig(model=DIR))"
+            f"cannot load detector {model!r} from the hub: {_first_line(err)}"
         ) from err
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _from_pretrained(source: str, local_files_only: bool):
+    from transformers import AutoProcessor, GroundingDinoForObjectDetection
+
+    processor = AutoProcessor.from_pretrained(source, local_files_only=local_files_only)
+    network = GroundingDinoForObjectDetection.from_pretrained(source, local_files_only=local_files_only)
     return processor, network.eval()
+
+
+def _hub_offline() -> bool:
+    return any(
+        os.environ.get(v, "").lower() in ("1", "true", "yes")
+        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def _check_hub_reachable(model: str) -> None:
+    """Raise ``DetectorUnavailableError`` unless the hub answers (any HTTP status counts as an answer)."""
+    import huggingface_hub
+    from huggingface_hub import errors
+
+    try:
+        huggingface_hub.model_info(model, timeout=10)
+    except errors.HfHubHTTPError:
+        return  # the hub answered (e.g. 401 or 404): from_pretrained reports the precise problem
+    except Exception as err:  # connection refused, DNS failure, timeout: the transport's own types
+        raise _unavailable(model) from err
+
+
+def _unavailable(model: str) -> DetectorUnavailableError:
+    return DetectorUnavailableError(
+        f"cannot load detector {model!r}: it is not in the local Hugging Face cache and the hub "
+        "cannot be reached; download it where there is network (huggingface-cli download "
+        f"{model}) and pass that local directory instead (--detector DIR, or DetectorConfig(model=DIR))"
+    )
 
 
 class HFDetector:

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-TINY_CACHE_VERSION = "v1"  # bump when the tiny config or vocabulary changes
+TINY_CACHE_VERSION = "v2"  # bump when the tiny config or vocabulary changes
 
 # Ordinary words of web alt-texts; any other lower-case word still tokenizes (letters + "##" letters).
 _WORDS = """
@@ -159,7 +159,7 @@ def save_tiny_detector(path: str | os.PathLike, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     config = tiny_config(vocab_size=len(caption_vocab()))
     # Small input images keep the tiny model fast; the real processor uses (800, 1333).
-    return save_detector(path, config, image_size=(64, 96), scale_scores=0.05)
+    return save_detector(path, config, image_size=(96, 160), scale_scores=0.05)
 
 
 def cache_dir() -> Path:

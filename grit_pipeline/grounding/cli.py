@@ -1,0 +1,149 @@
+"""`grit ground`: the text stage plus grounding on one image; prints (or draws) each chunk's boxes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from grit_pipeline.cli import CommandError
+from grit_pipeline.grounding.base import GroundingResult
+from grit_pipeline.grounding.config import BACKENDS, DEFAULT_DETECTOR, TINY_DETECTOR, DetectorConfig
+
+# Distinct outline colours, cycled per noun chunk.
+_COLOURS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = DetectorConfig()
+    parser.add_argument("--image", required=True, type=Path, help="the image file")
+    parser.add_argument("--caption", required=True, help="its caption (the detector's prompt)")
+    parser.add_argument(
+        "--detector",
+        default=DEFAULT_DETECTOR,
+        help=f"hub id or local directory (default {DEFAULT_DETECTOR}; '{TINY_DETECTOR}': tiny random model)",
+    )
+    parser.add_argument("--backend", choices=BACKENDS, default=defaults.backend)
+    parser.add_argument("--box-threshold", type=float, default=defaults.box_threshold)
+    parser.add_argument("--nms-iou", type=float, default=defaults.nms_iou)
+    parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda, cuda:N")
+    parser.add_argument("--spacy-model", default=None, help="spaCy pipeline name or path")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--out", type=Path, default=None, help="write the image with its boxes to this PNG")
+
+
+def to_json(parsed, result: GroundingResult, size: tuple[int, int], provenance: dict) -> dict:
+    """The `--json` record: every noun chunk with its boxes (normalised and in pixels)."""
+    width, height = size
+    chunks = []
+    for index, (span, boxes) in enumerate(zip(parsed.noun_chunks, result.boxes)):
+        record = {
+            "start": span.start,
+            "end": span.end,
+            "text": span.text(parsed.caption),
+            "boxes": [
+                {
+                    "box": list(sb.box.as_tuple()),
+                    "box_pixels": [round(v * s, 1) for v, s in zip(sb.box.as_tuple(), (width, height) * 2)],
+                    "score": round(sb.score, 4),
+                }
+                for sb in boxes
+            ],
+        }
+        if index in result.span_errors:
+            record["error"] = result.span_errors[index]
+        chunks.append(record)
+    out = {"caption": parsed.caption, "width": width, "height": height, "noun_chunks": chunks}
+    if result.reject_reason:
+        out["reject_reason"] = result.reject_reason
+    out["provenance"] = provenance
+    return out
+
+
+def to_table(record: dict) -> str:
+    """A readable block of the `--json` record."""
+    lines = [f"caption: {record['caption']!r} ({record['width']}x{record['height']})"]
+    for chunk in record["noun_chunks"]:
+        head = f"  [{chunk['start']:>3},{chunk['end']:>3}) {chunk['text']!r}"
+        if "error" in chunk:
+            lines.append(f"{head}: {chunk['error']}")
+        elif not chunk["boxes"]:
+            lines.append(f"{head}: no box")
+        for found in chunk["boxes"]:
+            x1, y1, x2, y2 = found["box_pixels"]
+            lines.append(f"{head}: {found['score']:.3f}  ({x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f})")
+    if "reject_reason" in record:
+        lines.append(f"  rejected: {record['reject_reason']}")
+    return "\n".join(lines)
+
+
+def draw(image, record: dict, out: Path) -> None:
+    """Outline every kept box in its chunk's colour, labelled with the chunk text and score."""
+    from PIL import ImageDraw
+
+    canvas = image.convert("RGB")
+    pen = ImageDraw.Draw(canvas)
+    line_width = max(2, round(max(canvas.size) / 300))
+    for index, chunk in enumerate(record["noun_chunks"]):
+        colour = _COLOURS[index % len(_COLOURS)]
+        for found in chunk["boxes"]:
+            x1, y1, x2, y2 = found["box_pixels"]
+            pen.rectangle((x1, y1, x2, y2), outline=colour, width=line_width)
+            label = f"{chunk['text']} {found['score']:.2f}"
+            left, top, right, bottom = pen.textbbox((x1, y1), label)
+            pen.rectangle((left, top, right + 2, bottom + 1), fill=colour)
+            pen.text((x1 + 1, y1), label, fill="white")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(out, format="PNG")
+
+
+def _open_image(path: Path):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.copy()
+    except (OSError, UnidentifiedImageError) as err:
+        raise CommandError(f"cannot read image {str(path)!r}: {err}") from err
+
+
+def _detector_config(args: argparse.Namespace) -> DetectorConfig:
+    try:
+        return DetectorConfig(
+            model=args.detector,
+            backend=args.backend,
+            box_threshold=args.box_threshold,
+            nms_iou=args.nms_iou,
+            device=args.device,
+            batch_size=1,
+        )
+    except ValueError as err:
+        raise CommandError(str(err)) from err
+
+
+def run(args: argparse.Namespace) -> int:
+    from grit_pipeline.grounding import DetectorUnavailableError, GroundingRequest, load_detector
+    from grit_pipeline.text import PipelineNotFoundError, TextConfig, TextStage
+
+    config = _detector_config(args)
+    image = _open_image(args.image)
+    try:
+        [parsed] = TextStage(TextConfig(spacy_model=args.spacy_model)).parse([args.caption])
+    except PipelineNotFoundError as err:
+        raise CommandError(str(err)) from err
+    if parsed.reject_reason:
+        raise CommandError(f"the caption cannot be grounded: {parsed.reject_reason}")
+    print(f"loading detector {config.model} ({config.backend}) ...", file=sys.stderr)
+    try:
+        detector = load_detector(config)
+    except DetectorUnavailableError as err:
+        raise CommandError(str(err)) from err
+    [result] = detector.ground([GroundingRequest(image, parsed.caption, parsed.noun_chunks)])
+    record = to_json(parsed, result, image.size, detector.provenance())
+    print(json.dumps(record, ensure_ascii=False) if args.json else to_table(record))
+    if args.out:
+        draw(image, record, args.out)
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0
