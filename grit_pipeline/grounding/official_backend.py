@@ -62,14 +62,25 @@ def find_official_files(model: str) -> tuple[Path, Path]:
     return config_path, weights_path
 
 
+def official_size(width: int, height: int) -> tuple[int, int]:
+    """(width, height) after the official ``RandomResize([800], max_size=1333)`` (same rounding)."""
+    size = _SHORT_SIDE
+    short, long = float(min(width, height)), float(max(width, height))
+    if long / short * size > _MAX_SIDE:
+        size = round(_MAX_SIDE * short / long)
+    if (width <= height and width == size) or (height <= width and height == size):
+        return width, height
+    if width < height:
+        return size, int(size * height / width)
+    return int(size * width / height), size
+
+
 def official_transform(image) -> torch.Tensor:
-    """The official demo's preprocessing: shorter side 800 (longer <= 1333), ImageNet normalisation."""
+    """The official demo's preprocessing: resized (bilinear), to a tensor, ImageNet-normalised."""
     import numpy as np
 
     image = image.convert("RGB")
-    width, height = image.size
-    scale = min(_SHORT_SIDE / min(width, height), _MAX_SIDE / max(width, height))
-    resized = image.resize((round(width * scale), round(height * scale)), resample=2)  # bilinear
+    resized = image.resize(official_size(*image.size), resample=2)  # 2 = PIL bilinear
     array = torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0).permute(2, 0, 1)
     return (array - torch.tensor(_MEAN)[:, None, None]) / torch.tensor(_STD)[:, None, None]
 
