@@ -78,7 +78,9 @@ def form_text(row: dict, window, config: TextConfig, rng: random.Random) -> str:
     return render_grounded_caption(caption, spans, config.location_grid)
 
 
-def encode_text(tokenizer, text: str, num_slots: int, max_length: int) -> tuple[list[int], list[int]]:
+def encode_text(
+    tokenizer, text: str, num_slots: int, max_length: int, add_eos: bool = True
+) -> tuple[list[int], list[int]]:
     """``(input_ids, image_embeds_position_mask)`` as Kosmos2Processor builds them, plus ``</s>``.
 
     The processor tokenizes ``<image>`` x (slots + 1) ``</image>`` text, then overwrites the slots
@@ -87,11 +89,11 @@ def encode_text(tokenizer, text: str, num_slots: int, max_length: int) -> tuple[
     first_slot = tokenizer.unk_token_id + 1
     prefix = "<image>" * (num_slots + 1) + "</image>"
     ids = tokenizer(prefix + text, add_special_tokens=True).input_ids  # <s> prefix text (no </s>)
-    if ids[-1] != tokenizer.eos_token_id:
+    if add_eos and ids[-1] != tokenizer.eos_token_id:
         ids.append(tokenizer.eos_token_id)
     ids[2 : 2 + num_slots] = range(first_slot, first_slot + num_slots)
     if len(ids) > max_length:
-        ids = [*ids[: max_length - 1], tokenizer.eos_token_id]
+        ids = [*ids[: max_length - 1], tokenizer.eos_token_id] if add_eos else ids[:max_length]
     mask = [0, 0] + [1] * num_slots + [0] * (len(ids) - num_slots - 2)
     return ids, mask
 

@@ -1,0 +1,240 @@
+"""`grit eval`: grounding accuracy at IoU >= 0.5, loss, perplexity and location-token loss of a checkpoint.
+
+Accuracy is measured as for RefCOCO in the paper: for each grounded expression of a held-out row,
+the prompt ``<grounding><phrase>{expression}</phrase>`` with the image resized to a square, greedy
+decoding, and a hit when the first generated box has IoU >= 0.5 with a true box of the expression.
+Next to it, two trivial baselines: the whole image, and the mean true box. Loss and perplexity are
+over every token after ``</image>`` of the grounded text; the location loss only over the
+``<patch_index_NNNN>`` targets, also with the images shuffled across the batch (a model that
+grounds must do clearly better with the right image).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from itertools import groupby, islice
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from grit_pipeline.assemble import select_grounding_spans
+from grit_pipeline.locations import Box, parse_grounded_caption
+from grit_pipeline.model.checkpoint import load_training_config, resolve_checkpoint
+from grit_pipeline.model.data import IMAGE_COLUMNS, ImageFolder, collate
+from grit_pipeline.model.examples import IGNORE_INDEX, SkipRow, TextConfig, encode_text, make_example
+from grit_pipeline.model.images import FULL_WINDOW, decode_image, render, to_pixel_values
+from grit_pipeline.schemas.reader import iter_rows
+from grit_pipeline.schemas.shard import spans_from_column
+
+
+@dataclass(frozen=True)
+class Referring:
+    """One referring expression of one image, with its true boxes (normalised, whole image)."""
+
+    pixel_values: np.ndarray
+    expression: str
+    boxes: tuple[Box, ...]
+
+
+@dataclass(frozen=True)
+class Metrics:
+    accuracy: float
+    expressions: int
+    baseline_whole_image: float
+    baseline_mean_box: float
+    loss: float
+    perplexity: float
+    location_loss: float
+    location_loss_shuffled: float
+
+
+def load_checkpoint(path: str | Path):
+    """(model in eval mode, processor, location grid P) of a checkpoint or training output folder."""
+    from transformers import Kosmos2ForConditionalGeneration
+
+    from grit_pipeline.model.processor import load_processor
+
+    checkpoint = resolve_checkpoint(path)
+    model = Kosmos2ForConditionalGeneration.from_pretrained(checkpoint).eval()
+    grid = load_training_config(checkpoint).get("location_grid") or 32
+    return model, load_processor(str(checkpoint)), int(grid)
+
+
+def iter_records(data: str, images: str | None = None, limit: int | None = None) -> Iterator[dict]:
+    """Rows in file order with ``image`` bytes resolved (own column, img2dataset column or folder)."""
+    folder = ImageFolder(images) if images else None
+    rows = (row for _, _, row in iter_rows(data))
+    for row in islice(rows, limit):
+        data_bytes = next((row.get(c) for c in IMAGE_COLUMNS if row.get(c)), None)
+        if data_bytes is None and folder is not None:
+            data_bytes = folder.get(str(row["key"]))
+        yield {**row, "image": data_bytes}
+
+
+def referring_items(records, processor, text: TextConfig) -> list[Referring]:
+    """Every grounded expression (after threshold and containment) of ``records``, image squared."""
+    mean, std = processor.image_processor.image_mean, processor.image_processor.image_std
+    size = int(processor.image_processor.crop_size["height"])
+    items = []
+    for row in records:
+        if not row.get("image"):
+            continue
+        spans = select_grounding_spans(spans_from_column(row.get(text.spans_column)), text.min_score)
+        boxes: dict[tuple[int, int], list[Box]] = defaultdict(list)
+        for span in spans:
+            boxes[(span.start, span.end)].append(span.box)
+        if not boxes:
+            continue
+        pixels = to_pixel_values(render(decode_image(row["image"]), FULL_WINDOW, size), mean, std)
+        for (start, end), span_boxes in boxes.items():
+            items.append(Referring(pixels, row["caption"][start:end], tuple(span_boxes)))
+    return items
+
+
+def _hit(predicted: tuple[float, ...] | None, truth: tuple[Box, ...]) -> bool:
+    return predicted is not None and max(Box(*predicted).iou(b) for b in truth) >= 0.5
+
+
+@torch.no_grad()
+def predicted_boxes(model, processor, items: list[Referring], grid: int, batch_size: int = 64) -> list:
+    """The first generated box of each item (None when no box was generated), by greedy decoding."""
+    num_slots = model.config.latent_query_num
+    prompts = [f"<grounding><phrase>{item.expression}</phrase>" for item in items]
+    encoded = [encode_text(processor.tokenizer, p, num_slots, 10_000, add_eos=False) for p in prompts]
+    order = sorted(range(len(items)), key=lambda i: len(encoded[i][0]))
+    results: list = [None] * len(items)
+    # Same-length prompts batch without padding, so greedy decoding needs no left-padding care.
+    for _, group in groupby(order, key=lambda i: len(encoded[i][0])):
+        group = list(group)
+        for start in range(0, len(group), batch_size):
+            chunk = group[start : start + batch_size]
+            ids = torch.tensor([encoded[i][0] for i in chunk])
+            generated = model.generate(
+                pixel_values=torch.from_numpy(np.stack([items[i].pixel_values for i in chunk])),
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                image_embeds_position_mask=torch.tensor([encoded[i][1] for i in chunk]),
+                max_new_tokens=8,
+                do_sample=False,
+            )
+            for i, row in zip(chunk, generated):
+                text = prompts[i] + processor.tokenizer.decode(row[ids.shape[1] :], skip_special_tokens=False)
+                _, entities = parse_grounded_caption(text.split("</s>")[0], grid)
+                results[i] = entities[0][2][0] if entities and entities[0][2] else None
+    return results
+
+
+def grounding_accuracy(model, processor, items: list[Referring], grid: int, batch_size: int = 64) -> dict:
+    """Accuracy at IoU >= 0.5 and the whole-image / mean-box baselines."""
+    if not items:
+        raise ValueError(
+            "no grounded expressions to evaluate (no rows with an image and a box above threshold)"
+        )
+    predictions = predicted_boxes(model, processor, items, grid, batch_size)
+    truth = [item.boxes for item in items]
+    mean_box = tuple(np.mean([b[0].as_tuple() for b in truth], axis=0).tolist())
+    return {
+        "accuracy": float(np.mean([_hit(p, t) for p, t in zip(predictions, truth)])),
+        "expressions": len(items),
+        "baseline_whole_image": float(np.mean([_hit((0.0, 0.0, 1.0, 1.0), t) for t in truth])),
+        "baseline_mean_box": float(np.mean([_hit(mean_box, t) for t in truth])),
+    }
+
+
+def location_token_ids(processor) -> torch.Tensor:
+    ids = processor.tokenizer.convert_tokens_to_ids([f"<patch_index_{k:04d}>" for k in range(1024)])
+    return torch.tensor(ids)
+
+
+@torch.no_grad()
+def lm_metrics(model, batches: list[dict], location_ids: torch.Tensor) -> dict:
+    """Token loss and perplexity; location-token loss with the right and with shuffled images."""
+    sums = defaultdict(float)
+    for batch in batches:
+        labels = batch["labels"]
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        for name, pixels in (
+            ("right", batch["pixel_values"]),
+            ("shuffled", batch["pixel_values"].roll(1, 0)),
+        ):
+            logits = model(**{**inputs, "pixel_values": pixels}).logits[:, :-1].float()
+            targets = labels[:, 1:]
+            losses = torch.nn.functional.cross_entropy(
+                logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none"
+            )
+            is_location = torch.isin(targets, location_ids)
+            sums[f"{name}_loc"] += losses[is_location].sum().item()
+            sums["loc_tokens"] += is_location.sum().item() if name == "right" else 0
+            if name == "right":
+                sums["loss"] += losses[targets != IGNORE_INDEX].sum().item()
+                sums["tokens"] += (targets != IGNORE_INDEX).sum().item()
+    loss = sums["loss"] / max(sums["tokens"], 1)
+    locations = max(sums["loc_tokens"], 1)
+    return {
+        "loss": loss,
+        "perplexity": math.exp(min(loss, 50.0)),
+        "location_loss": sums["right_loc"] / locations,
+        "location_loss_shuffled": sums["shuffled_loc"] / locations,
+    }
+
+
+def eval_batches(records, processor, num_slots: int, text: TextConfig, batch_size: int) -> list[dict]:
+    """Grounded-text batches (square images) of ``records``, deterministic."""
+    rng, examples = random.Random(0), []
+    for row in records:
+        try:
+            examples.append(make_example(row, processor, text, num_slots, rng))
+        except SkipRow:
+            continue
+    pad = processor.tokenizer.pad_token_id
+    return [collate(examples[i : i + batch_size], pad) for i in range(0, len(examples), batch_size)]
+
+
+def evaluate(checkpoint: str, data: str, images: str | None, max_rows: int, batch_size: int) -> Metrics:
+    model, processor, grid = load_checkpoint(checkpoint)
+    saved = load_training_config(resolve_checkpoint(checkpoint))
+    text = TextConfig(
+        p_grounded=1.0,
+        spans_column=saved.get("spans_column", "ref_exps"),
+        min_score=saved.get("min_score", 0.65),
+        image_mode="square",
+        location_grid=grid,
+        max_length=saved.get("max_length", 256),
+    )
+    records = list(iter_records(data, images, max_rows))
+    accuracy = grounding_accuracy(
+        model, processor, referring_items(records, processor, text), grid, batch_size
+    )
+    batches = eval_batches(records, processor, model.config.latent_query_num, text, batch_size)
+    return Metrics(**accuracy, **lm_metrics(model, batches, location_token_ids(processor)))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="checkpoint folder or training output folder")
+    parser.add_argument("--data", required=True, help="held-out shards (file, folder or glob)")
+    parser.add_argument("--images", default=None, help="img2dataset 'files' folder (images by key)")
+    parser.add_argument("--max-rows", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+
+
+def run(args: argparse.Namespace) -> int:
+    from grit_pipeline.cli import CommandError
+
+    try:
+        metrics = evaluate(args.checkpoint, args.data, args.images, args.max_rows, args.batch_size)
+    except (FileNotFoundError, ValueError, OSError) as err:
+        raise CommandError(str(err)) from err
+    if args.json:
+        print(json.dumps(asdict(metrics)))
+    else:
+        for name, value in asdict(metrics).items():
+            print(f"{name:<24} {value:.4f}" if isinstance(value, float) else f"{name:<24} {value}")
+    return 0
