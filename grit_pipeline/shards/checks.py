@@ -153,7 +153,7 @@ def image_problems(row: dict) -> list[str]:
     if size != recorded:
         return [f"image is {size[0]}x{size[1]}, image_width/image_height record {recorded[0]}x{recorded[1]}"]
     width, height = row.get("width"), row.get("height")
-    if width and height:
+    if width is not None and height is not None and width > 0 and height > 0:
         # Resizing rounds each side to whole pixels: allow half a pixel on each side, scaled back.
         slack = 0.5 * (width + height) + 1e-6
         if abs(size[0] * height - size[1] * width) > slack:

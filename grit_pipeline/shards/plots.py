@@ -46,6 +46,9 @@ def _draw(histogram: Histogram, title: str, xlabel: str, path: str) -> None:
     ax.set_xlabel(xlabel)
     ax.set_ylabel("count")
     if histogram.kind == "count" and np.any(counts):
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlim(-0.5, max(int(np.nonzero(counts)[0].max()) + 0.5, 1.5))
     fig.tight_layout()
     fig.savefig(path)
