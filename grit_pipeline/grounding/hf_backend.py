@@ -153,8 +153,8 @@ class HFDetector:
             if len(batch) == 1:
                 raise
         torch.cuda.empty_cache()
-        half = len(batch) // 2
-        self.batch_size = max(1, min(self.batch_size, half))
+        half = (len(batch) + 1) // 2
+        self.batch_size = min(self.batch_size, half)
         return self._ground_with_retry(batch[:half]) + self._ground_with_retry(batch[half:])
 
     def encode(self, batch: Sequence[GroundingRequest]) -> tuple[dict, list[Prompt], list]:

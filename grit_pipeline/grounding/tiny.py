@@ -15,6 +15,7 @@ import inspect
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 TINY_CACHE_VERSION = "v2"  # bump when the tiny config or vocabulary changes
@@ -48,6 +49,7 @@ snowman customers heart logo view close shot
 """
 
 _SUFFIXES = ["s", "es", "ed", "ing", "ly", "er", "est", "ness", "ful", "less", "ion"]
+_SEED_LOCK = threading.Lock()
 _FIRST_CHAR_ID = 999  # bert-base-uncased puts "!" at 999, so "." lands on 1012 and "?" on 1029
 
 
@@ -156,10 +158,13 @@ def save_tiny_detector(path: str | os.PathLike, seed: int = 0) -> Path:
     """Write the tiny random detector to ``path`` (deterministic for a given seed); returns the path."""
     import torch
 
-    torch.manual_seed(seed)
-    config = tiny_config(vocab_size=len(caption_vocab()))
-    # Small input images keep the tiny model fast; the real processor uses (800, 1333).
-    return save_detector(path, config, image_size=(96, 160), scale_scores=0.05)
+    # Model initialisation draws from torch's global generator: threads must not interleave draws.
+    with _SEED_LOCK:
+        torch.manual_seed(seed)
+        config = tiny_config(vocab_size=len(caption_vocab()))
+        # Small input images keep the tiny model fast; the real processor uses (800, 1333). A
+        # shorter side of 96 keeps the coarsest feature map above 1x1 (GroupNorm needs 2 values).
+        return save_detector(path, config, image_size=(96, 160), scale_scores=0.05)
 
 
 def cache_dir() -> Path:
