@@ -21,7 +21,7 @@ browser:
 
 # The main job: the Beam build on the local runner over the bundled example.
 example: install
-	grit build --example --output grit_example_out
+	grit build --example --detector-fallback tiny-random --mode overwrite --output grit_example_out
 
 test: install-dev browser
 	$(PYTHON) -m pytest -q

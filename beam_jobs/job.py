@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import urlparse
 
 import fsspec
 
@@ -49,11 +51,14 @@ def _absolute(path: str) -> str:
 
 
 def _configure_logging() -> None:
-    if not LOGGER.handlers:
+    """Progress and summary lines to stderr (once per process; other handlers are left alone)."""
+    if LOGGER.level == logging.NOTSET:
+        LOGGER.setLevel(logging.INFO)
+    if not any(getattr(h, "grit_build", False) for h in LOGGER.handlers):
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("grit build: %(message)s"))
+        handler.grit_build = True
         LOGGER.addHandler(handler)
-        LOGGER.setLevel(logging.INFO)
         LOGGER.propagate = False
 
 
@@ -79,10 +84,35 @@ def _retry_plan(output: str) -> tuple[list[str], list]:
     return sources, extra
 
 
+def _hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers at all (huggingface_hub would otherwise retry for minutes)."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout_s).close()
+    except OSError:
+        return False
+    return True
+
+
+def _offline_if_unreachable(config: DetectorConfig) -> DetectorConfig:
+    """Hub ids load from the local cache only when the hub cannot be reached: fail (or succeed) at once."""
+    if config.model == TINY_DETECTOR or Path(config.model).expanduser().exists() or config.local_files_only:
+        return config
+    if _hub_reachable():
+        return config
+    LOGGER.info(
+        "the Hugging Face hub cannot be reached: looking for %s in the local cache only", config.model
+    )
+    return replace(config, local_files_only=True)
+
+
 def _load_detector_provenance(config: DetectorConfig, fallback, local: bool) -> tuple[DetectorConfig, dict]:
     """Load the detector once here (local runs) so an unavailable model fails now, in one line."""
     if not local:  # remote workers load it; this machine may not have it, or a GPU
         return config, config.provenance()
+    config = _offline_if_unreachable(config)
     try:
         detector = load_detector(config)
     except DetectorUnavailableError as err:
