@@ -120,11 +120,13 @@ def _unavailable(model: str) -> DetectorUnavailableError:
 class HFDetector:
     """Grounding DINO through transformers; implements the ``Detector`` protocol."""
 
-    def __init__(self, config: DetectorConfig):
+    def __init__(self, config: DetectorConfig, processor=None, model=None):
+        """Load ``config.model``; or wrap an already loaded ``processor`` and ``model`` (both given)."""
         self.config = config
         self.device = resolve_device(config.device)
-        self.processor, self.model = load_hf_parts(config.model, config.local_files_only)
-        self.model.to(self.device)
+        if processor is None or model is None:
+            processor, model = load_hf_parts(config.model, config.local_files_only)
+        self.processor, self.model = processor, model.eval().to(self.device)
         self.batch_size = config.batch_size  # lowered for good after a CUDA out-of-memory error
 
     def provenance(self) -> dict:

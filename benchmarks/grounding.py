@@ -1,0 +1,178 @@
+"""Grounding throughput: our wrapper (``HFDetector.ground``) vs. the raw model forward, side by side.
+
+The model is the real grounding-dino-tiny architecture (Swin-T backbone, BERT-base text encoder,
+d_model 256, 6 + 6 layers, 900 queries: the hub config of IDEA-Research/grounding-dino-tiny) with
+random weights, built in code: nothing is downloaded. For every batch the same inputs go through
+
+* raw:     ``model(**inputs)`` on tensors encoded beforehand (untimed), under inference mode;
+* wrapper: ``detector.ground(requests)``: prompt normalisation, tokenisation, image processing,
+           the forward, span scoring, NMS and threshold, all timed.
+
+Raw and wrapper runs alternate batch by batch (which goes first flips each time), so load from
+other processes hits both alike. The last line is the ratio of total wrapper throughput to total
+raw throughput over all batch sizes (target >= 0.9).
+
+    python benchmarks/grounding.py                          # CPU, processor's real 800 px images
+    python benchmarks/grounding.py --image-side 224 --threads 2   # a quick CPU run
+    python benchmarks/grounding.py --device cuda --images 64      # GPU (bf16 autocast)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import torch
+from PIL import Image
+
+from grit_pipeline.grounding import DetectorConfig, GroundingRequest
+from grit_pipeline.grounding.hf_backend import HFDetector
+from grit_pipeline.grounding.tiny import build_tokenizer
+from grit_pipeline.text import CharSpan
+
+CAPTIONS = [
+    ("a dog chasing a red ball on the grass", ["a dog", "a red ball", "the grass"]),
+    ("two people riding bikes on a street in the city", ["two people", "bikes", "a street", "the city"]),
+    ("a cup of coffee on a wooden table", ["a cup", "coffee", "a wooden table"]),
+    ("a man holding an umbrella in the rain", ["a man", "an umbrella", "the rain"]),
+    ("a white cat sitting on a sofa near a window", ["a white cat", "a sofa", "a window"]),
+    ("a plate of food with bread and salad", ["a plate", "food", "bread", "salad"]),
+]
+
+
+def grounding_dino_tiny_config():
+    """The architecture of IDEA-Research/grounding-dino-tiny (its hub config.json), written out."""
+    from transformers import BertConfig, GroundingDinoConfig, SwinConfig
+
+    backbone = SwinConfig(
+        embed_dim=96,
+        depths=[2, 2, 6, 2],
+        num_heads=[3, 6, 12, 24],
+        window_size=7,
+        image_size=224,
+        out_indices=[2, 3, 4],
+    )
+    text = BertConfig(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12)
+    return GroundingDinoConfig(
+        backbone_config=backbone,
+        text_config=text,
+        d_model=256,
+        encoder_layers=6,
+        decoder_layers=6,
+        encoder_ffn_dim=2048,
+        decoder_ffn_dim=2048,
+        num_queries=900,
+        num_feature_levels=4,
+        max_text_len=256,
+        two_stage=True,
+    )
+
+
+def build_detector(args) -> HFDetector:
+    from transformers import GroundingDinoForObjectDetection, GroundingDinoProcessor
+    from transformers.models.grounding_dino.image_processing_pil_grounding_dino import (
+        GroundingDinoImageProcessorPil,
+    )
+
+    torch.manual_seed(0)
+    model = GroundingDinoForObjectDetection(grounding_dino_tiny_config())
+    size = {"shortest_edge": args.image_side, "longest_edge": args.max_side}
+    # Our small caption vocabulary keeps bert-base's special ids; the text length is what matters here.
+    tokenizer = build_tokenizer(Path(tempfile.mkdtemp(prefix="grit-bench-vocab-")))
+    processor = GroundingDinoProcessor(GroundingDinoImageProcessorPil(size=size), tokenizer)
+    config = DetectorConfig(model="grounding-dino-tiny-architecture", device=args.device, batch_size=16)
+    return HFDetector(config, processor=processor, model=model)
+
+
+def make_requests(count: int) -> list[GroundingRequest]:
+    rng = np.random.default_rng(0)
+    requests = []
+    for i in range(count):
+        caption, chunks = CAPTIONS[i % len(CAPTIONS)]
+        spans = tuple(CharSpan(caption.find(c), caption.find(c) + len(c)) for c in chunks)
+        image = Image.fromarray(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8))
+        requests.append(GroundingRequest(image, caption, spans))
+    return requests
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_raw(detector: HFDetector, batch) -> float:
+    inputs, _, _ = detector.encode(batch)
+    sync(detector.device)
+    start = time.perf_counter()
+    with torch.inference_mode(), detector._autocast():
+        detector.model(**inputs)
+    sync(detector.device)
+    return time.perf_counter() - start
+
+
+def time_wrapper(detector: HFDetector, batch) -> float:
+    sync(detector.device)
+    start = time.perf_counter()
+    detector.ground(batch)
+    sync(detector.device)
+    return time.perf_counter() - start
+
+
+def run_batch_size(detector: HFDetector, requests, batch_size: int, flip: bool) -> tuple[float, float]:
+    detector.batch_size = batch_size
+    raw_s = wrapper_s = 0.0
+    for start in range(0, len(requests), batch_size):
+        batch = requests[start : start + batch_size]
+        if flip:
+            wrapper_s += time_wrapper(detector, batch)
+            raw_s += time_raw(detector, batch)
+        else:
+            raw_s += time_raw(detector, batch)
+            wrapper_s += time_wrapper(detector, batch)
+        flip = not flip
+        print(f"  batch {batch_size}: {start + len(batch)}/{len(requests)} images", file=sys.stderr)
+    return raw_s, wrapper_s
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument(
+        "--images", type=int, default=None, help="images per batch size (default: the batch size, at least 2)"
+    )
+    parser.add_argument("--image-side", type=int, default=800, help="processor's shortest edge (real: 800)")
+    parser.add_argument("--max-side", type=int, default=1333, help="processor's longest edge (real: 1333)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    detector = build_detector(args)
+    print(
+        f"device {detector.device}, {args.threads} threads, images 640x480 -> shortest side {args.image_side}"
+    )
+    time_wrapper(detector, make_requests(1))  # warm-up: first-call allocations and lazy imports
+
+    rows, total_raw, total_wrapper = [], 0.0, 0.0
+    for index, batch_size in enumerate(args.batch_sizes):
+        count = args.images or max(batch_size, 2)
+        raw_s, wrapper_s = run_batch_size(detector, make_requests(count), batch_size, flip=index % 2 == 1)
+        rows.append((batch_size, count, count / raw_s, count / wrapper_s, raw_s / wrapper_s))
+        total_raw, total_wrapper = total_raw + raw_s, total_wrapper + wrapper_s
+
+    print(f"{'batch':>5} {'images':>6} {'raw img/s':>10} {'wrapper img/s':>14} {'wrapper/raw':>12}")
+    for batch_size, count, raw_ips, wrapper_ips, ratio in rows:
+        print(f"{batch_size:>5} {count:>6} {raw_ips:>10.3f} {wrapper_ips:>14.3f} {ratio:>12.3f}")
+    print(f"RESULT grounding_wrapper_vs_raw_forward {total_raw / total_wrapper:.3f} (target >= 0.9)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
