@@ -51,8 +51,11 @@ def _conform(table: pa.Table) -> pa.Table:
 
 def read_shard(path: str, columns: list[str] | None = None) -> pa.Table:
     """One shard (ours or GRIT-20M) as an Arrow table in the v1 layout; ``columns`` selects a subset."""
-    with fsspec.open(path, "rb") as handle:
-        table = pq.read_table(handle)
+    # Through the file system, not a Python file object: on a local fsspec handle, pyarrow's I/O threads
+    # could drop Python buffers while the interpreter exits, aborting the process ("terminate called
+    # without an active exception", a few percent of runs). Local paths now use pyarrow's native reader.
+    fs, fs_path = fsspec.core.url_to_fs(path)
+    table = pq.read_table(fs_path, filesystem=fs)
     if "key" not in table.column_names or "caption" not in table.column_names:
         raise ValueError(
             f"{path}: not a GRIT shard (needs at least 'key' and 'caption'), has {table.column_names}"
