@@ -58,9 +58,6 @@ def count_rows(files: list[str]) -> int | None:
 
 def progress(total: int | None, desc: str, quiet: bool = False) -> tqdm:
     """A row-progress bar on stderr; hidden with ``quiet`` (the tests, ``--quiet``)."""
-    # tqdm's monitor is a daemon thread; killed at interpreter exit while pyarrow's threads wind down,
-    # it aborted the process ("terminate called without an active exception"). It only tunes refresh.
-    tqdm.monitor_interval = 0
     return tqdm(total=total, desc=desc, unit="row", file=sys.stderr, disable=quiet, leave=False, delay=0.5)
 
 
