@@ -54,8 +54,8 @@ def rejects_summary(reject_files: list[str]) -> dict:
     by_stage: Counter[str] = Counter()
     by_reason: Counter[tuple[str, str]] = Counter()
     for path in reject_files:
-        with fsspec.open(path, "rb") as handle:
-            table = pq.read_table(handle, columns=["stage", "reason"])
+        fs, fs_path = fsspec.core.url_to_fs(path)  # pyarrow's file system: see schemas/reader.py
+        table = pq.read_table(fs_path, filesystem=fs, columns=["stage", "reason"])
         for stage, reason in zip(table["stage"].to_pylist(), table["reason"].to_pylist()):
             by_stage[stage] += 1
             by_reason[(stage, reason)] += 1

@@ -51,8 +51,8 @@ class Problem:
 
 
 def _read_schema(path: str):
-    with fsspec.open(path, "rb") as handle:
-        return pq.read_schema(handle)
+    fs, fs_path = fsspec.core.url_to_fs(path)
+    return pq.read_schema(fs_path, filesystem=fs)
 
 
 def shard_problems(path: str, keys: list, on_row=None) -> Iterator[Problem]:
