@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 DEFAULT_DETECTOR = "IDEA-Research/grounding-dino-tiny"
 
@@ -20,7 +20,7 @@ SPAN_HAS_NO_TOKENS = "span_has_no_tokens"
 
 @dataclass(frozen=True)
 class DetectorConfig:
-    """How to load and run a grounding detector; every field is recorded in the provenance.
+    """How to load and run a grounding detector; the fields that change results go into ``provenance()``.
 
     ``model`` is a hub id, a local directory saved with ``save_pretrained`` (``hf``), a directory
     holding the official config and checkpoint (``groundingdino``), or ``TINY_DETECTOR``.
@@ -61,8 +61,17 @@ class DetectorConfig:
             raise ValueError(f"cuda_dtype must be bfloat16, float16 or float32, got {self.cuda_dtype!r}")
 
     def provenance(self) -> dict:
-        """The options as plain JSON values."""
-        return {f"detector_{k}" if k in ("model", "backend") else k: v for k, v in asdict(self).items()}
+        """What a shard records about the detector that grounded it (plain JSON values)."""
+        return {
+            "detector": self.model,
+            "detector_backend": self.backend,
+            "box_threshold": self.box_threshold,
+            "nms_iou": self.nms_iou,
+            "max_text_tokens": self.max_text_tokens,
+            "min_box_side": self.min_box_side,
+            "span_scoring": "mean token probability over the span's tokens",
+            "nms": "class-agnostic, all spans of an image",
+        }
 
 
 class DetectorUnavailableError(RuntimeError):

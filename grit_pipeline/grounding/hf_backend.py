@@ -130,7 +130,7 @@ class HFDetector:
         self.batch_size = config.batch_size  # lowered for good after a CUDA out-of-memory error
 
     def provenance(self) -> dict:
-        return detector_provenance(self.config)
+        return self.config.provenance()
 
     def ground(self, requests: Sequence[GroundingRequest]) -> list[GroundingResult]:
         """One result per request; requests without spans are answered without running the model."""
@@ -222,17 +222,3 @@ def score_request(
     scores = span_scores(token_probs, mapped.tokens)
     per_span = select_boxes(scores, boxes, config.box_threshold, config.nms_iou, config.min_box_side)
     return GroundingResult(boxes=per_span, span_errors=dict(mapped.errors))
-
-
-def detector_provenance(config: DetectorConfig) -> dict:
-    """What a shard must record about the detector that grounded it."""
-    return {
-        "detector": config.model,
-        "detector_backend": config.backend,
-        "box_threshold": config.box_threshold,
-        "nms_iou": config.nms_iou,
-        "max_text_tokens": config.max_text_tokens,
-        "min_box_side": config.min_box_side,
-        "span_scoring": "mean token probability over the span's tokens",
-        "nms": "class-agnostic, all spans of an image",
-    }

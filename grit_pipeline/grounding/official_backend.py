@@ -19,7 +19,7 @@ import torch
 
 from grit_pipeline.grounding.base import GroundingRequest, GroundingResult
 from grit_pipeline.grounding.config import DetectorConfig, DetectorUnavailableError
-from grit_pipeline.grounding.hf_backend import detector_provenance, resolve_device, score_request
+from grit_pipeline.grounding.hf_backend import resolve_device, score_request
 from grit_pipeline.grounding.spans import normalize_caption, validate_spans
 
 # ImageNet statistics and the 800-pixel shorter side used by the official demo transforms.
@@ -102,7 +102,7 @@ class OfficialDetector:
         self.tokenizer = self.model.tokenizer
 
     def provenance(self) -> dict:
-        return detector_provenance(self.config)
+        return self.config.provenance()
 
     def ground(self, requests: Sequence[GroundingRequest]) -> list[GroundingResult]:
         return [self._ground_one(request) for request in requests]
