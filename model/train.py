@@ -139,8 +139,14 @@ class RunState:
     losses: list | None = None
 
 
-def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> RunState:
-    """Run training; returns the final step and the per-step losses of this invocation."""
+def train(
+    config: TrainConfig, resume: bool = False, progress: bool = True, stop_at: int | None = None
+) -> RunState:
+    """Run training; returns the final step and the per-step losses of this invocation.
+
+    ``stop_at`` pauses (with a checkpoint) at that step without changing the schedule, which is
+    set by ``max_steps``; resuming continues it, e.g. to evaluate along a learning curve.
+    """
     dist = init_distributed()
     device = torch.device(f"cuda:{dist.local_rank}" if torch.cuda.is_available() else "cpu")
     out = Path(config.out)
@@ -247,7 +253,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
                 config,
             )
         out_of_time = config.max_minutes is not None and time.time() - start > config.max_minutes * 60
-        done = state.step >= config.max_steps or out_of_time
+        done = state.step >= min(config.max_steps, stop_at or config.max_steps) or out_of_time
         if dist.main and (state.step % config.save_every == 0 or done):
             trainer_state = {
                 "optimizer": optimizer.state_dict(),
@@ -258,7 +264,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
             save_checkpoint(
                 out, state.step, raw_model, processor, config, trainer_state, config.keep_checkpoints
             )
-        if out_of_time:
+        if done:
             break
     if bar is not None:
         bar.close()
