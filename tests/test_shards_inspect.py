@@ -133,3 +133,14 @@ def test_bad_span_row_is_a_clear_error(tmp_path, capsys):
     write_shard(str(tmp_path / "s.parquet"), [row])
     assert main(["inspect", str(tmp_path), "--quiet"]) == 2
     assert "run `grit validate`" in capsys.readouterr().err
+
+
+def test_distinct_spans_groups_boxes_of_one_span():
+    from grit_pipeline.shards.stats import distinct_spans
+
+    row = np.array([0, 0, 0, 1, 1, 2])
+    start = np.array([5.0, 0.0, 5.0, 0.0, 0.0, np.nan])  # row 0: (5, 9) twice, in any order
+    end = np.array([9.0, 4.0, 9.0, 4.0, 6.0, 3.0])
+    span_rows, boxes = distinct_spans(row, start, end)
+    assert span_rows.tolist() == [0, 0, 1, 1, 2]
+    assert boxes.tolist() == [1, 2, 1, 1, 1]

@@ -17,7 +17,8 @@ from shard_factory import (
 )
 
 from grit_pipeline.cli import main
-from grit_pipeline.schemas import SHARD_SCHEMA, write_table
+from grit_pipeline.schemas import GRIT20M_COLUMNS, SHARD_SCHEMA, read_shard, write_table
+from grit_pipeline.shards.prefilter import rows_to_visit
 
 
 def _validate(capsys, *argv) -> tuple[int, list[str], str]:
@@ -126,6 +127,34 @@ def test_each_broken_invariant_is_reported_with_shard_row_and_key(tmp_path, caps
         assert line.startswith(f"{shard}: row 1 key "), line
     assert any(re.search(pattern, line) for line in lines), lines
     assert "invalid:" in err
+
+
+# The rows whose breakage does not involve the grounded caption or the image: in a GRIT-20M-layout file
+# they must get past the vectorised prefilter (which skips rows it proves sound) to the row checks.
+GRIT20M_CASES = [case for case in BROKEN_ROWS if not case[0].startswith(("grounded-", "image-"))]
+
+
+@pytest.mark.parametrize(
+    "make_row, pattern", [(m, p) for _, m, p in GRIT20M_CASES], ids=[i for i, _, _ in GRIT20M_CASES]
+)
+def test_each_broken_span_invariant_is_reported_in_grit20m_layout(tmp_path, capsys, make_row, pattern):
+    rows = [shard_row(default_samples(3)[2]), make_row()]
+    schema = pa.schema([SHARD_SCHEMA.field(name).with_nullable(True) for name in GRIT20M_COLUMNS])
+    path = tmp_path / "part-00000.parquet"
+    pq.write_table(
+        pa.Table.from_pylist([{c: r.get(c) for c in GRIT20M_COLUMNS} for r in rows], schema=schema), path
+    )
+    code, lines, _ = _validate(capsys, path)
+    assert code == 1
+    assert all(line.startswith(f"{path}: row 1 key ") for line in lines), lines
+    assert any(re.search(pattern, line) for line in lines), lines
+
+
+def test_prefilter_skips_sound_grit20m_rows(tmp_path):
+    path = write_grit20m(str(tmp_path / "g.parquet"), default_samples(50, prefix="g"))
+    table = read_shard(path)
+    assert rows_to_visit(table, check_grounded_caption=False).size == 0
+    assert rows_to_visit(table, check_grounded_caption=True).size == 50
 
 
 def test_grounded_caption_within_one_cell_is_accepted(tmp_path, capsys):

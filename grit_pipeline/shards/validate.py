@@ -21,6 +21,9 @@ import pyarrow.parquet as pq
 from grit_pipeline.schemas import read_shard
 from grit_pipeline.shards.checks import REQUIRED_COLUMNS, row_problems, schema_problems
 from grit_pipeline.shards.common import add_path_argument, count_rows, progress, resolve_files
+from grit_pipeline.shards.prefilter import rows_to_visit
+
+BATCH_ROWS = 2048  # rows turned into Python objects at once (with their images): bounded memory
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,7 +58,7 @@ def _read_schema(path: str):
     return pq.read_schema(fs_path, filesystem=fs)
 
 
-def shard_problems(path: str, keys: list, on_row=None) -> Iterator[Problem]:
+def shard_problems(path: str, keys: list, on_row=lambda n: None) -> Iterator[Problem]:
     """Every problem of one shard; its ``key`` column is appended to ``keys`` for the cross-shard check."""
     try:
         schema = _read_schema(path)
@@ -68,11 +71,14 @@ def shard_problems(path: str, keys: list, on_row=None) -> Iterator[Problem]:
     check_grounded = "grounded_caption" in schema.names  # GRIT-20M files have none
     table = read_shard(path)
     keys.append((path, table["key"]))
-    for index, row in enumerate(table.to_pylist()):
-        for message in row_problems(row, check_grounded):
-            yield Problem(path, message, index, row.get("key"))
-        if on_row is not None:
-            on_row()
+    visit = rows_to_visit(table, check_grounded)
+    on_row(table.num_rows - len(visit))  # rows the vectorised checks cleared
+    for first in range(0, len(visit), BATCH_ROWS):  # Python objects for one batch at a time
+        indices = visit[first : first + BATCH_ROWS]
+        for index, row in zip(indices.tolist(), table.take(indices).to_pylist()):
+            for message in row_problems(row, check_grounded):
+                yield Problem(path, message, index, row.get("key"))
+            on_row(1)
 
 
 def duplicate_keys(keys: list[tuple[str, pa.ChunkedArray]]) -> Iterator[Problem]:
@@ -107,9 +113,9 @@ def validate(path: str, max_errors: int = 0, quiet: bool = True) -> tuple[list[P
     rows = [0]
     bar = progress(count_rows(files), "validate", quiet)
 
-    def on_row():
-        rows[0] += 1
-        bar.update(1)
+    def on_row(n: int) -> None:
+        rows[0] += n
+        bar.update(n)
 
     try:
         for problem in chain.from_iterable(shard_problems(f, keys, on_row) for f in files):
