@@ -73,16 +73,10 @@ def iter_tables(files: list[str], columns: list[str] | None = None, desc: str = 
         bar.close()
 
 
-def iter_rows(files: list[str], desc: str = "", quiet: bool = False) -> Iterator[tuple[str, int, dict]]:
-    """``(shard_path, row_index, row)`` for every row, with progress per row."""
-    bar = progress(count_rows(files), desc, quiet)
-    try:
-        for path in files:
-            for index, row in enumerate(read_table(path).to_pylist()):
-                yield path, index, row
-                bar.update(1)
-    finally:
-        bar.close()
+def table_rows(table, batch_rows: int = 2048) -> Iterator[dict]:
+    """The rows of a table as dicts, converted one batch at a time (image bytes included: bounded memory)."""
+    for batch in table.to_batches(max_chunksize=batch_rows):
+        yield from batch.to_pylist()
 
 
 def json_safe(value):

@@ -15,7 +15,7 @@ import tarfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 from grit_pipeline.cli import CommandError
@@ -26,6 +26,7 @@ from grit_pipeline.shards.common import (
     output_names,
     prepare_output_dir,
     resolve_files,
+    table_rows,
 )
 
 FORMATS = ("kosmos2-tsv", "webdataset", "hf-dataset", "jsonl")
@@ -62,7 +63,7 @@ def _atomic(fs, path: str, mode: str):
             fs.rm(tmp)
 
 
-def _lines(rows: list[dict], to_line: Callable[[dict], str], skipped: Counter) -> Iterator[str]:
+def _lines(rows: Iterable[dict], to_line: Callable[[dict], str], skipped: Counter) -> Iterator[str]:
     for row in rows:
         try:
             yield to_line(row) + "\n"
@@ -70,7 +71,7 @@ def _lines(rows: list[dict], to_line: Callable[[dict], str], skipped: Counter) -
             skipped[str(skip)] += 1
 
 
-def _write_text(fs, path: str, rows: list[dict], to_line, skipped: Counter) -> int:
+def _write_text(fs, path: str, rows: Iterable[dict], to_line, skipped: Counter) -> int:
     written = 0
     with _atomic(fs, path, "wb") as handle:
         for line in _lines(rows, to_line, skipped):
@@ -85,7 +86,7 @@ def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def _write_tar(fs, path: str, rows: list[dict], skipped: Counter) -> int:
+def _write_tar(fs, path: str, rows: Iterable[dict], skipped: Counter) -> int:
     """A webdataset shard: a plain tar of ``KEY.jpg``/``KEY.png`` and ``KEY.json`` members, in order.
 
     Written with ``tarfile`` rather than webdataset's TarWriter, whose import pulls in torch.
@@ -115,7 +116,7 @@ def convert_files(
     names = dict(zip(files, output_names(files, suffix)))
     written, skipped = 0, Counter()
     for shard, table in iter_tables(files, desc=f"convert to {to}", quiet=quiet):
-        rows, target = table.to_pylist(), f"{root}/{names[shard]}"
+        rows, target = table_rows(table), f"{root}/{names[shard]}"
         if to == "webdataset":
             written += _write_tar(fs, target, rows, skipped)
         elif to == "kosmos2-tsv":

@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 
-from grit_pipeline.shards.common import read_table
+from grit_pipeline.shards.common import read_table, table_rows
 
 
 def _features(first_shard: str):
@@ -25,7 +25,7 @@ def _features(first_shard: str):
 
 def _rows(files: list[str], names: tuple[str, ...]) -> Iterator[dict]:
     for path in files:
-        for row in read_table(path).to_pylist():
+        for row in table_rows(read_table(path)):
             image = row.get("image")
             row["image"] = {"bytes": image, "path": None} if image is not None else None
             yield {name: row.get(name) for name in names}  # later shards: missing extras are None

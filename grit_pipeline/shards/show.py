@@ -17,7 +17,7 @@ from PIL import Image
 from grit_pipeline.assemble import select_grounding_spans
 from grit_pipeline.cli import CommandError
 from grit_pipeline.schemas import spans_from_column
-from grit_pipeline.shards.common import add_path_argument, iter_tables, resolve_files
+from grit_pipeline.shards.common import add_path_argument, iter_tables, resolve_files, table_rows
 from grit_pipeline.shards.drawing import annotate, draw_boxes, phrases_of
 from grit_pipeline.shards.gallery import GalleryItem, contact_sheet, html_gallery, png_bytes
 
@@ -56,7 +56,7 @@ def select_rows(path: str, n: int, keys: list[str], quiet: bool) -> Iterator[dic
     """The first ``n`` rows with image bytes, or the rows of ``keys`` (a CommandError names missing ones)."""
     wanted, found, without_image = set(keys), set(), 0
     for _, table in iter_tables(resolve_files(path), desc="show", quiet=quiet):
-        for row in table.to_pylist():
+        for row in table_rows(table):
             if wanted and row["key"] not in wanted:
                 continue
             if row["image"] is None:
