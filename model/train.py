@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
-import os
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -31,7 +29,9 @@ from grit_pipeline.model.checkpoint import (
     set_rng_state,
 )
 from grit_pipeline.model.data import ShardBatches, StreamConfig, make_loader
+from grit_pipeline.model.distributed import Dist, init_distributed, wrap
 from grit_pipeline.model.examples import TextConfig
+from grit_pipeline.model.monitor import Monitor
 from grit_pipeline.model.presets import PRESETS, build_model, get_preset
 
 
@@ -108,69 +108,29 @@ def build_processor_and_model(config: TrainConfig):
     return processor, model, config.location_grid or preset.location_grid
 
 
-@dataclass(frozen=True)
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed() -> Dist:
-    """torchrun's environment -> a process group; a single process otherwise."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return Dist()
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    torch.distributed.init_process_group(backend)
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local)
-    return Dist(int(os.environ["RANK"]), world, local)
-
-
 @dataclass
 class RunState:
     step: int = 0
     next_batch: int = 0  # global batch index of the data stream to read next
-    losses: list | None = None
+    losses: list = field(default_factory=list)
+    skipped: dict = field(default_factory=dict)  # unusable rows by reason
 
 
-def train(
-    config: TrainConfig, resume: bool = False, progress: bool = True, stop_at: int | None = None
-) -> RunState:
-    """Run training; returns the final step and the per-step losses of this invocation.
+def restore(config: TrainConfig):
+    """(config, processor, model, trainer state) from ``OUT/latest``; the saved config wins except for the stop."""
+    from transformers import Kosmos2ForConditionalGeneration
 
-    ``stop_at`` pauses (with a checkpoint) at that step without changing the schedule, which is
-    set by ``max_steps``; resuming continues it, e.g. to evaluate along a learning curve.
-    """
-    dist = init_distributed()
-    device = torch.device(f"cuda:{dist.local_rank}" if torch.cuda.is_available() else "cpu")
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    state = RunState(losses=[])
+    from grit_pipeline.model.processor import load_processor
 
-    # 1. processor and model (from the latest checkpoint when resuming)
-    if resume:
-        from transformers import Kosmos2ForConditionalGeneration
+    checkpoint = resolve_checkpoint(config.out)
+    saved = TrainConfig(**load_training_config(checkpoint))
+    saved = replace(saved, out=config.out, max_steps=config.max_steps, max_minutes=config.max_minutes)
+    model = Kosmos2ForConditionalGeneration.from_pretrained(checkpoint)
+    return saved, load_processor(str(checkpoint)), model, load_trainer_state(checkpoint)
 
-        from grit_pipeline.model.processor import load_processor
 
-        checkpoint = resolve_checkpoint(out)
-        saved = load_training_config(checkpoint)
-        config = replace(TrainConfig(**saved), max_steps=config.max_steps, max_minutes=config.max_minutes)
-        processor = load_processor(str(checkpoint))
-        model = Kosmos2ForConditionalGeneration.from_pretrained(checkpoint)
-        grid = saved["location_grid"]
-    else:
-        processor, model, grid = build_processor_and_model(config)
-        config = replace(config, location_grid=grid)
-    model.to(device).train()
-
-    # 2. optimizer and schedule (weight decay on matrices only, as is usual for transformers)
+def make_optimizer(model, config: TrainConfig):
+    """AdamW (weight decay on matrices only, as usual for transformers) and the warm-up/decay schedule."""
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW(
@@ -182,19 +142,11 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, config.warmup_steps, config.max_steps)
     )
-    if resume:
-        saved_state = load_trainer_state(checkpoint)
-        optimizer.load_state_dict(saved_state["optimizer"])
-        scheduler.load_state_dict(saved_state["scheduler"])
-        state.step, state.next_batch = saved_state["step"], saved_state["next_batch"]
-        set_rng_state(saved_state["rng"])
-    if dist.world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[dist.local_rank] if device.type == "cuda" else None
-        )
-    raw_model = model.module if dist.world > 1 else model
+    return optimizer, scheduler
 
-    # 3. data: rank r reads global batches r, r + world, ... starting after what was consumed
+
+def make_batches(config: TrainConfig, dist: Dist, processor, num_slots: int, next_batch: int):
+    """Rank r reads global batches r, r + world, ... from ``next_batch`` on."""
     stream = StreamConfig(
         data=config.data,
         images=config.images,
@@ -205,55 +157,86 @@ def train(
         rank=dist.rank,
         world_size=dist.world,
     )
-    dataset = ShardBatches(
-        stream, config.text_config(grid), processor, raw_model.config.latent_query_num, state.next_batch
-    )
-    batches = iter(make_loader(dataset))
+    text = config.text_config(config.location_grid)
+    return iter(make_loader(ShardBatches(stream, text, processor, num_slots, next_batch)))
+
+
+def accumulate(
+    model, batches, config: TrainConfig, dist: Dist, state: RunState, autocast
+) -> tuple[float, int]:
+    """Forward and backward over ``grad_accum`` micro-batches; returns (loss, samples)."""
+    loss_sum, samples = 0.0, 0
+    for micro in range(config.grad_accum):
+        index, batch, skipped = next(batches)
+        state.next_batch = index + dist.world  # this rank's next batch, in global numbering
+        for reason, n in skipped.items():
+            state.skipped[reason] = state.skipped.get(reason, 0) + n
+        if batch is None:
+            continue
+        batch = {k: v.to(dist.device(), non_blocking=True) for k, v in batch.items()}
+        # DDP averages gradients on the last micro-batch only.
+        sync = micro == config.grad_accum - 1 or dist.world == 1
+        with contextlib.nullcontext() if sync else model.no_sync(), autocast:
+            loss = model(**batch).loss / config.grad_accum
+        loss.backward()
+        loss_sum += loss.item()
+        samples += batch["input_ids"].shape[0]
+    return loss_sum, samples
+
+
+def train(
+    config: TrainConfig, resume: bool = False, progress: bool = True, stop_at: int | None = None
+) -> RunState:
+    """Run training; returns the final step and the per-step losses of this invocation.
+
+    ``stop_at`` pauses (with a checkpoint) at that step without changing the schedule, which is
+    set by ``max_steps``; resuming continues it, e.g. to evaluate along a learning curve.
+    """
+    dist = init_distributed()
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    state = RunState()
+
+    # 1. processor and model (from the latest checkpoint when resuming)
+    if resume:
+        config, processor, model, saved_state = restore(config)
+    else:
+        processor, model, grid = build_processor_and_model(config)
+        config = replace(config, location_grid=grid)
+    model.to(dist.device()).train()
+
+    # 2. optimizer and schedule
+    optimizer, scheduler = make_optimizer(model, config)
+    if resume:
+        optimizer.load_state_dict(saved_state["optimizer"])
+        scheduler.load_state_dict(saved_state["scheduler"])
+        state.step, state.next_batch = saved_state["step"], saved_state["next_batch"]
+        set_rng_state(saved_state["rng"])
+    raw_model, model = model, wrap(model, dist)
+
+    # 3. data
+    batches = make_batches(config, dist, processor, raw_model.config.latent_query_num, state.next_batch)
 
     # 4. the loop
-    writer = _tensorboard(out) if dist.main else None
-    bar = _progress(config, state.step, progress and dist.main)
-    start, skipped = time.time(), {}
+    monitor = Monitor(out, config.max_steps, state.step, config.log_every, progress, dist.main)
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)
-        if device.type == "cuda" and config.bf16
+        if dist.device().type == "cuda" and config.bf16
         else contextlib.nullcontext()
     )
-    while state.step < config.max_steps:
-        loss_sum, samples = 0.0, 0
-        for micro in range(config.grad_accum):
-            index, batch, batch_skipped = next(batches)
-            state.next_batch = index + dist.world  # this rank's next batch, in global numbering
-            for reason, n in batch_skipped.items():
-                skipped[reason] = skipped.get(reason, 0) + n
-            if batch is None:
-                continue
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            sync = micro == config.grad_accum - 1 or dist.world == 1
-            with contextlib.nullcontext() if sync else model.no_sync(), autocast:
-                loss = model(**batch).loss / config.grad_accum
-            loss.backward()
-            loss_sum += loss.item()
-            samples += batch["input_ids"].shape[0]
+    start, stop = time.time(), min(config.max_steps, stop_at or config.max_steps)
+    while state.step < stop:
+        loss, samples = accumulate(model, batches, config, dist, state, autocast)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         state.step += 1
-        state.losses.append(loss_sum)
+        state.losses.append(loss)
         if dist.main:
-            _log(
-                writer,
-                bar,
-                state.step,
-                loss_sum,
-                float(grad_norm),
-                scheduler.get_last_lr()[0],
-                samples,
-                config,
-            )
+            monitor.step(state.step, loss, float(grad_norm), scheduler.get_last_lr()[0], samples)
         out_of_time = config.max_minutes is not None and time.time() - start > config.max_minutes * 60
-        done = state.step >= min(config.max_steps, stop_at or config.max_steps) or out_of_time
+        done = state.step >= stop or out_of_time
         if dist.main and (state.step % config.save_every == 0 or done):
             trainer_state = {
                 "optimizer": optimizer.state_dict(),
@@ -266,39 +249,10 @@ def train(
             )
         if done:
             break
-    if bar is not None:
-        bar.close()
-    if writer is not None:
-        writer.close()
-    if skipped and dist.main:
-        print(f"skipped rows by reason: {skipped}")
+    monitor.close()
+    if state.skipped and dist.main:
+        print(f"skipped rows by reason: {state.skipped}")
     return state
-
-
-def _tensorboard(out: Path):
-    from torch.utils.tensorboard import SummaryWriter
-
-    return SummaryWriter(str(out / "tensorboard"))
-
-
-def _progress(config: TrainConfig, initial: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=config.max_steps, initial=initial, desc="train", unit="step", dynamic_ncols=True)
-
-
-def _log(writer, bar, step: int, loss: float, grad_norm: float, lr: float, samples: int, config) -> None:
-    if writer is not None:
-        writer.add_scalar("train/loss", loss, step)
-        writer.add_scalar("train/lr", lr, step)
-        writer.add_scalar("train/grad_norm", grad_norm, step)
-        writer.add_scalar("train/samples", samples, step)
-    if bar is not None:
-        bar.update(1)
-        if step % config.log_every == 0:
-            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", ppl=f"{math.exp(min(loss, 50)):.1f}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
