@@ -131,14 +131,16 @@ def draw_legend(phrases: Sequence[Phrase], width: int, caption: str | None = Non
     """A white panel ``width`` pixels wide: the caption, then a colour swatch and the full text per phrase."""
     legend_font = font(max(10, width // 30))
     line_h = legend_font.getbbox("Ag")[3] + 4
-    chars = max(10, int(width / (line_h * 0.55)))
     indent = line_h + 2  # phrase lines start after their swatch
+    sample = "abcdefghijklmnopqrstuvwxyz "
+    char_w = legend_font.getlength(sample) / len(sample) if hasattr(legend_font, "getlength") else 6.0
+    chars = max(10, int((width - 12) / char_w))
     lines: list[tuple[tuple[int, int, int] | None, int, str]] = []
     for text in textwrap.wrap(caption or "", chars):
         lines.append((None, 0, text))
     for phrase in phrases:
         boxes = f" ({len(phrase.boxes)} boxes)" if len(phrase.boxes) > 1 else ""
-        wrapped = textwrap.wrap(phrase.text + boxes, chars - 3) or [""]
+        wrapped = textwrap.wrap(phrase.text + boxes, chars - int(indent / char_w) - 1) or [""]
         lines += [(phrase.colour if i == 0 else None, indent, t) for i, t in enumerate(wrapped)]
     panel = Image.new("RGB", (width, line_h * len(lines) + 8), (255, 255, 255))
     draw = ImageDraw.Draw(panel)
