@@ -97,7 +97,9 @@ def build_processor_and_model(config: TrainConfig):
 
         processor = load_processor(config.init_from)
         model = Kosmos2ForConditionalGeneration.from_pretrained(config.init_from)
-        return processor, model, config.location_grid or 32
+        # A checkpoint of ours carries its grid; the released model uses Kosmos-2's P = 32.
+        saved = load_training_config(Path(config.init_from)) if Path(config.init_from).is_dir() else {}
+        return processor, model, config.location_grid or saved.get("location_grid") or 32
     preset = get_preset(config.preset)
     processor = processor_from_corpus(
         config.data, preset.image_size, preset.tokenizer_vocab, config.tokenizer_rows
