@@ -88,8 +88,10 @@ def encode_text(
     """
     first_slot = tokenizer.unk_token_id + 1
     prefix = "<image>" * (num_slots + 1) + "</image>"
-    ids = tokenizer(prefix + text, add_special_tokens=True).input_ids  # <s> prefix text (no </s>)
-    if add_eos and ids[-1] != tokenizer.eos_token_id:
+    ids = tokenizer(prefix + text, add_special_tokens=True).input_ids  # <s> prefix text </s>
+    if ids[-1] == tokenizer.eos_token_id:
+        ids.pop()  # the processor removes </s> unless asked for it; a generation prompt must not end there
+    if add_eos:
         ids.append(tokenizer.eos_token_id)
     ids[2 : 2 + num_slots] = range(first_slot, first_slot + num_slots)
     if len(ids) > max_length:

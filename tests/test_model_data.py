@@ -142,6 +142,15 @@ def test_ids_image_slot_mask_and_labels_match_the_real_processor(processor):
     assert labels[ids.index(eoi) + 1] == tok.convert_tokens_to_ids("<grounding>")
 
 
+def test_generation_prompts_match_the_processor_without_eos(processor):
+    prompt = "<grounding><phrase>a blue square</phrase>"
+    image = Image.new("RGB", (32, 32))
+    reference = processor(text=prompt, images=image, num_image_tokens=NUM_SLOTS)
+    ids, mask = encode_text(processor.tokenizer, prompt, NUM_SLOTS, 256, add_eos=False)
+    assert ids == reference["input_ids"] and mask == reference["image_embeds_position_mask"]
+    assert processor.tokenizer.convert_ids_to_tokens(ids[-1]) == "</phrase>"
+
+
 def test_pixel_values_match_the_processor_on_a_square_image(processor):
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
