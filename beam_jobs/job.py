@@ -12,7 +12,7 @@ import os
 import socket
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -170,30 +170,55 @@ def _resolve_inputs(args) -> tuple[list[str], str, InputConfig]:
     return list(args.input), _absolute(args.output), input_config(args)
 
 
-def launch(args, *, test_pipeline=None) -> int:
-    """Run the job for parsed arguments; raises BuildError for user errors."""
+@dataclass(frozen=True)
+class PreparedRun:
+    """A job ready to run: the pipeline with the whole graph, and the plan its commit follows."""
+
+    pipeline: object
+    plan: RunPlan
+    local: bool
+    files: tuple[str, ...]
+
+
+def _check_remote_paths(inputs: list[str], output: str) -> None:
+    local_paths = [p for p in [*inputs, output] if "://" not in p]
+    if local_paths:
+        raise BuildError(
+            f"a remote runner's workers cannot reach this machine's files ({', '.join(local_paths)}): "
+            "give gs://, s3://, hdfs:// ... paths (with the matching fsspec package installed)"
+        )
+
+
+def _todo(config, output: str, inputs: list[str]) -> tuple[list[str], list, list[str]]:
+    """(files to read, shard extra fields, rejects files retried) for the run mode."""
+    if config.retry_rejects:
+        sources, extra_fields = _retry_plan(output)
+        return sources, extra_fields, sources
+    todo, skipped = prepare(output, config.mode, _input_files(inputs))
+    if skipped:
+        LOGGER.info("incremental: %d input file(s) already finished, skipped", len(skipped))
+    return todo, (keep_column_fields(todo[0], config.input) if todo else []), []
+
+
+def prepare_run(args, *, test_pipeline=None) -> PreparedRun | None:
+    """Check everything, apply the output mode and build the graph; None when nothing is left to do."""
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    _configure_logging()
+    from grit_pipeline.beam_jobs.pipeline import build_graph
+
     options = test_pipeline.options if test_pipeline is not None else PipelineOptions(args.beam_argv or [])
     runner = None if test_pipeline is not None else _pick_runner(options)
     local = test_pipeline is not None or runner is not None
     inputs, output, in_config = _resolve_inputs(args)
+    if not local:
+        _check_remote_paths(inputs, output)
     try:
         config = build_config(args, inputs, output, in_config)
-        retry_sources, extra_fields, todo = [], [], []
-        if config.retry_rejects:
-            retry_sources, extra_fields = _retry_plan(output)
-            todo = retry_sources
-        else:
-            todo, skipped = prepare(output, config.mode, _input_files(inputs))
-            if skipped:
-                LOGGER.info("incremental: %d input file(s) already finished, skipped", len(skipped))
-            extra_fields = keep_column_fields(todo[0], config.input) if todo else []
+        todo, extra_fields, retry_sources = _todo(config, output, inputs)
         if not todo:
             LOGGER.info("nothing to do: every input of %s is finished", output)
-            return 0
+            return None
         text_provenance = TextStage(config.text).provenance()
     except (ValueError, OSError, InputError, OutputExistsError, PipelineNotFoundError) as err:
         raise BuildError(str(err)) from err
@@ -210,16 +235,32 @@ def launch(args, *, test_pipeline=None) -> int:
         retry_sources=tuple(retry_sources),
         transient_reasons=tuple(sorted(TRANSIENT_REASONS)),
     )
-    from grit_pipeline.beam_jobs.pipeline import build_graph
+    try:
+        pipeline = (
+            test_pipeline if test_pipeline is not None else beam.Pipeline(runner=runner, options=options)
+        )
+    except ValueError as err:  # Beam's option validation (e.g. Dataflow without a project)
+        raise BuildError(str(err).replace("\n", " ")) from err
+    retry_reasons = plan.transient_reasons if config.retry_rejects else ()
+    build_graph(pipeline, config, plan, todo, extra_fields, retry_reasons)
+    return PreparedRun(pipeline, plan, local, tuple(todo))
 
-    pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(runner=runner, options=options)
-    build_graph(
-        pipeline, config, plan, todo, extra_fields, plan.transient_reasons if config.retry_rejects else ()
+
+def launch(args, *, test_pipeline=None) -> int:
+    """Run the job for parsed arguments; raises BuildError for user errors."""
+    _configure_logging()
+    prepared = prepare_run(args, test_pipeline=test_pipeline)
+    if prepared is None:
+        return 0
+    LOGGER.info(
+        "run %s: %d input file(s) -> %s", prepared.plan.run_id, len(prepared.files), prepared.plan.output
     )
-    LOGGER.info("run %s: %d input file(s) -> %s", plan.run_id, len(todo), output)
-    pipeline.run().wait_until_finish()
-    if local:
-        _report(output, plan.run_id)
+    result = prepared.pipeline.run()
+    if prepared.local:
+        result.wait_until_finish()
+        _report(prepared.plan.output, prepared.plan.run_id)
+    else:
+        LOGGER.info("submitted; the run commits its output and manifest.json when the pipeline finishes")
     return 0
 
 
