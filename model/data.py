@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -102,29 +103,26 @@ class ImageFolder:
 
 
 class ShardRows:
-    """Rows by ``(shard, row)``, keeping the last few shard tables in memory."""
+    """Rows by ``(shard, row)``, keeping the last few shard tables in memory as Arrow (compact)."""
+
+    COLUMNS = (*IMAGE_COLUMNS, "key", "caption", "ref_exps", "noun_chunks")
 
     def __init__(self, paths: list[str], images: str | None, cached: int):
         self._paths, self._cached = paths, cached
-        self._tables: OrderedDict[int, list[dict]] = OrderedDict()
+        self._tables: OrderedDict[int, pa.Table] = OrderedDict()
         self._folder = ImageFolder(images) if images else None
 
-    def _table(self, shard: int) -> list[dict]:
+    def _table(self, shard: int) -> pa.Table:
         if shard not in self._tables:
             table = read_shard(self._paths[shard])
-            keep = [
-                c
-                for c in table.column_names
-                if c in (*IMAGE_COLUMNS, "key", "caption", "ref_exps", "noun_chunks")
-            ]
-            self._tables[shard] = table.select(keep).to_pylist()
+            self._tables[shard] = table.select([c for c in table.column_names if c in self.COLUMNS])
             while len(self._tables) > self._cached:
                 self._tables.popitem(last=False)
         self._tables.move_to_end(shard)
         return self._tables[shard]
 
     def get(self, shard: int, row: int) -> dict:
-        record = dict(self._table(shard)[row])
+        record = self._table(shard).slice(row, 1).to_pylist()[0]
         data = next((record.get(c) for c in IMAGE_COLUMNS if record.get(c)), None)
         if data is None and self._folder is not None:
             data = self._folder.get(str(record["key"]))

@@ -18,7 +18,7 @@ import random
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from itertools import groupby, islice
+from itertools import groupby
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,7 @@ from grit_pipeline.model.checkpoint import load_training_config, resolve_checkpo
 from grit_pipeline.model.data import IMAGE_COLUMNS, ImageFolder, collate
 from grit_pipeline.model.examples import IGNORE_INDEX, SkipRow, TextConfig, encode_text, make_example
 from grit_pipeline.model.images import FULL_WINDOW, decode_image, render, to_pixel_values
-from grit_pipeline.schemas.reader import iter_rows
+from grit_pipeline.schemas.reader import list_shard_files, read_shard
 from grit_pipeline.schemas.shard import spans_from_column
 
 
@@ -70,12 +70,18 @@ def load_checkpoint(path: str | Path):
 def iter_records(data: str, images: str | None = None, limit: int | None = None) -> Iterator[dict]:
     """Rows in file order with ``image`` bytes resolved (own column, img2dataset column or folder)."""
     folder = ImageFolder(images) if images else None
-    rows = (row for _, _, row in iter_rows(data))
-    for row in islice(rows, limit):
-        data_bytes = next((row.get(c) for c in IMAGE_COLUMNS if row.get(c)), None)
-        if data_bytes is None and folder is not None:
-            data_bytes = folder.get(str(row["key"]))
-        yield {**row, "image": data_bytes}
+    remaining = limit if limit is not None else float("inf")
+    for path in list_shard_files(data):
+        if remaining <= 0:
+            return
+        table = read_shard(path)
+        table = table.slice(0, int(min(remaining, table.num_rows)))  # convert only the rows used
+        remaining -= table.num_rows
+        for row in table.to_pylist():
+            data_bytes = next((row.get(c) for c in IMAGE_COLUMNS if row.get(c)), None)
+            if data_bytes is None and folder is not None:
+                data_bytes = folder.get(str(row["key"]))
+            yield {**row, "image": data_bytes}
 
 
 def referring_items(records, processor, text: TextConfig) -> list[Referring]:
