@@ -7,7 +7,7 @@ from dataclasses import dataclass
 DEFAULT_DETECTOR = "IDEA-Research/grounding-dino-tiny"
 
 # A tiny Grounding DINO with random weights, built in code (see ``grounding.tiny``): for tests and
-# offline smoke runs. Random weights put every score near 0.5, so pass box_threshold <= 0.5 with it.
+# offline smoke runs. Its random scores lie near 0.5 (about 0.3 to 0.7): pass box_threshold=0.5 with it.
 TINY_DETECTOR = "tiny-random"
 
 BACKENDS = ("hf", "groundingdino")

@@ -2,7 +2,9 @@
 
 Used by the tests and by offline smoke runs (``DetectorConfig(model="tiny-random")``): the files are
 written with ``save_pretrained`` and loaded back through the same ``from_pretrained`` path as a real
-checkpoint. The weights are random, so scores sit near 0.5: use a box threshold of 0.5 or lower.
+checkpoint. The weights are random, with the decoder's output norm scaled down so that token
+probabilities sit near 0.5 (about 0.3 to 0.7): pass a box threshold around 0.5 to keep boxes (the
+default 0.65 keeps few or none).
 
 The tokenizer is a ``BertTokenizerFast`` over a small WordPiece vocabulary laid out like
 bert-base-uncased where it matters: the model hard-codes the ids of ``[CLS]`` (101), ``[SEP]``
