@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
 
 from grit_pipeline.schemas.shard import SHARD_SCHEMA
 from grit_pipeline.schemas.writer import PROVENANCE_KEY
@@ -49,13 +50,31 @@ def _conform(table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=pa.schema(fields, metadata=table.schema.metadata))
 
 
+def read_parquet(path: str, columns: list[str] | None = None) -> pa.Table:
+    """A Parquet file at any fsspec URL as an Arrow table, never through a Python file object.
+
+    pyarrow reading a Python file object (an fsspec handle) can leave its I/O threads holding Python
+    buffers that are released while the interpreter exits, which aborts the process ("terminate called
+    without an active exception", a few percent of runs). Local files use pyarrow's own reader; other
+    file systems' bytes are read into Arrow-owned memory first.
+    """
+    fs, fs_path = fsspec.core.url_to_fs(path)
+    if isinstance(fs, LocalFileSystem):
+        return pq.read_table(fs_path, filesystem=fs, columns=columns)
+    buffer = pa.allocate_buffer(fs.size(fs_path))
+    view, filled = memoryview(buffer), 0
+    with fs.open(fs_path, "rb") as handle:
+        while filled < len(view):
+            count = handle.readinto(view[filled:])
+            if not count:
+                raise OSError(f"{path}: the file ended after {filled} of {len(view)} bytes")
+            filled += count
+    return pq.read_table(pa.BufferReader(buffer), columns=columns)
+
+
 def read_shard(path: str, columns: list[str] | None = None) -> pa.Table:
     """One shard (ours or GRIT-20M) as an Arrow table in the v1 layout; ``columns`` selects a subset."""
-    # Through the file system, not a Python file object: on a local fsspec handle, pyarrow's I/O threads
-    # could drop Python buffers while the interpreter exits, aborting the process ("terminate called
-    # without an active exception", a few percent of runs). Local paths now use pyarrow's native reader.
-    fs, fs_path = fsspec.core.url_to_fs(path)
-    table = pq.read_table(fs_path, filesystem=fs)
+    table = read_parquet(path)
     if "key" not in table.column_names or "caption" not in table.column_names:
         raise ValueError(
             f"{path}: not a GRIT shard (needs at least 'key' and 'caption'), has {table.column_names}"

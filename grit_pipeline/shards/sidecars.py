@@ -11,9 +11,9 @@ import json
 from collections import Counter
 
 import fsspec
-import pyarrow.parquet as pq
 
 from grit_pipeline.schemas import read_provenance
+from grit_pipeline.schemas.reader import read_parquet
 
 
 def _parent(url: str) -> str:
@@ -54,8 +54,7 @@ def rejects_summary(reject_files: list[str]) -> dict:
     by_stage: Counter[str] = Counter()
     by_reason: Counter[tuple[str, str]] = Counter()
     for path in reject_files:
-        fs, fs_path = fsspec.core.url_to_fs(path)  # pyarrow's file system: see schemas/reader.py
-        table = pq.read_table(fs_path, filesystem=fs, columns=["stage", "reason"])
+        table = read_parquet(path, columns=["stage", "reason"])
         for stage, reason in zip(table["stage"].to_pylist(), table["reason"].to_pylist()):
             by_stage[stage] += 1
             by_reason[(stage, reason)] += 1
