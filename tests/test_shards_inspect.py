@@ -144,3 +144,16 @@ def test_distinct_spans_groups_boxes_of_one_span():
     span_rows, boxes = distinct_spans(row, start, end)
     assert span_rows.tolist() == [0, 0, 1, 1, 2]
     assert boxes.tolist() == [1, 2, 1, 1, 1]
+
+
+def test_fsspec_url_with_rejects_beside(capsys):
+    from shard_factory import shard_row, write_shard
+
+    from grit_pipeline.schemas import REJECTS_SCHEMA, reject_row, write_table
+
+    write_shard("memory://inspect/out/shards/shard-0.parquet", [shard_row(s) for s in default_samples(3)])
+    rejects = [reject_row("r0", None, "c", "fetch", "http_404")]
+    write_table(rejects, "memory://inspect/out/rejects/rejects-0.parquet", REJECTS_SCHEMA)
+    report = _inspect_json(capsys, "memory://inspect/out/shards")
+    assert report["rows"] == 3
+    assert report["rejects"]["by_reason"] == [{"stage": "fetch", "reason": "http_404", "rows": 1}]
