@@ -101,6 +101,8 @@ def test_grit20m_without_images_is_a_clear_error(tmp_path, capsys):
     path = write_grit20m(str(tmp_path / "part.parquet"), default_samples(2))
     assert main(["show", path, "--out", str(tmp_path / "show"), "--quiet"]) == 2
     assert "GRIT-20M files carry only URLs" in capsys.readouterr().err
+    assert main(["show", path, "--key", "s00001", "--out", str(tmp_path / "show"), "--quiet"]) == 2
+    assert "include rows without image bytes" in capsys.readouterr().err
 
 
 CHROMIUM_FLAGS = [

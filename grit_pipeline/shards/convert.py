@@ -136,8 +136,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         written, skipped = convert_files(files, args.to, args.out, args.include_images, args.quiet)
     detail = ", ".join(f"{n} {reason}" for reason, n in skipped.most_common())
-    print(f"{written:,} rows written to {args.out} ({args.to})" + (f"; skipped {detail}" if detail else ""),
-          file=sys.stderr)  # fmt: skip
+    summary = f"{written:,} rows written to {args.out} ({args.to})"
+    print(summary + (f"; skipped {detail}" if detail else ""), file=sys.stderr)
     if written == 0:
         raise CommandError(f"nothing converted: every row was skipped ({detail})")
     return 0

@@ -17,7 +17,7 @@ COLUMNS = ["key", "caption", "noun_chunks", "ref_exps", "grounded_caption", "ima
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_path_argument(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
-    parser.add_argument("--plots", metavar="DIR", help="also write PNG histograms into DIR")
+    parser.add_argument("--plots", metavar="DIR", help="also write PNG histograms into DIR (a local folder)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
 
 

@@ -12,6 +12,8 @@ import os
 import sys
 from collections.abc import Iterator
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from PIL import Image
 
 from grit_pipeline.assemble import select_grounding_spans
@@ -56,20 +58,20 @@ def select_rows(path: str, n: int, keys: list[str], quiet: bool) -> Iterator[dic
     """The first ``n`` rows with image bytes, or the rows of ``keys`` (a CommandError names missing ones)."""
     wanted, found, without_image = set(keys), set(), 0
     for _, table in iter_tables(resolve_files(path), desc="show", quiet=quiet):
+        if wanted:  # Arrow picks the rows, so large shards are not turned into Python objects
+            table = table.filter(pc.is_in(table["key"], value_set=pa.array(sorted(wanted), pa.string())))
+        has_image = table["image"].is_valid()
+        without_image += table["image"].null_count
+        if wanted and without_image:
+            raise CommandError(
+                f"keys {sorted(wanted)} include rows without image bytes (only their URL is stored)"
+            )
+        table = table.filter(has_image).slice(0, len(wanted) - len(found) if wanted else n - len(found))
         for row in table_rows(table):
-            if wanted and row["key"] not in wanted:
-                continue
-            if row["image"] is None:
-                without_image += 1
-                if wanted:
-                    raise CommandError(
-                        f"key {row['key']!r} has no image bytes to draw (the shard stores only its URL)"
-                    )
-                continue
             found.add(row["key"])
             yield row
-            if (wanted and found >= wanted) or (not wanted and len(found) >= n):
-                return
+        if (wanted and found >= wanted) or (not wanted and len(found) >= n):
+            return
     if wanted - found:
         raise CommandError(f"keys not found under {path!r}: {sorted(wanted - found)}")
     if not found:
