@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import math
+import os
 import sys
 from collections.abc import Iterator
 
@@ -77,6 +78,18 @@ def table_rows(table, batch_rows: int = 2048) -> Iterator[dict]:
     """The rows of a table as dicts, converted one batch at a time (image bytes included: bounded memory)."""
     for batch in table.to_batches(max_chunksize=batch_rows):
         yield from batch.to_pylist()
+
+
+def emit(text: str) -> bool:
+    """Print a line to stdout; False when the reader went away (``grit ... | head``), which is not an error."""
+    try:
+        print(text)
+        return True
+    except BrokenPipeError:
+        # The Python docs' recipe: point stdout at devnull so the flush at exit does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return False
 
 
 def json_safe(value):

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from grit_pipeline.cli import CommandError
-from grit_pipeline.shards.common import add_path_argument, read_table, resolve_files, row_without_image
+from grit_pipeline.shards.common import (
+    add_path_argument,
+    emit,
+    read_table,
+    resolve_files,
+    row_without_image,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,10 +35,7 @@ def run(args: argparse.Namespace) -> int:
             record = row_without_image(row)
             if args.shard_path:
                 record.update({"_shard": path, "_row": index})
-            try:
-                print(json.dumps(record, ensure_ascii=False))
-            except BrokenPipeError:  # `grit head ... | head -1`: the reader left, which is fine
-                sys.stderr.close()
+            if not emit(json.dumps(record, ensure_ascii=False)):
                 return 0
         left -= table.num_rows
     return 0

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from grit_pipeline.cli import CommandError
-from grit_pipeline.shards.common import add_path_argument, iter_tables, resolve_files
+from grit_pipeline.shards.common import add_path_argument, emit, iter_tables, resolve_files
 from grit_pipeline.shards.sidecars import find_sidecars, provenance_groups, read_manifests, rejects_summary
 from grit_pipeline.shards.stats import ShardStats
 
@@ -121,5 +121,5 @@ def run(args: argparse.Namespace) -> int:
         from grit_pipeline.shards.plots import write_plots
 
         report["plots"] = write_plots(stats, args.plots)
-    print(json.dumps(report, indent=2) if args.json else format_table(report))
+    emit(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from grit_pipeline.schemas import read_shard
 from grit_pipeline.shards.checks import REQUIRED_COLUMNS, row_problems, schema_problems
-from grit_pipeline.shards.common import add_path_argument, count_rows, progress, resolve_files
+from grit_pipeline.shards.common import add_path_argument, count_rows, emit, progress, resolve_files
 from grit_pipeline.shards.prefilter import rows_to_visit
 
 BATCH_ROWS = 2048  # rows turned into Python objects at once (with their images): bounded memory
@@ -138,9 +138,10 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"--max-errors must be 0 (no limit) or more, got {args.max_errors}")
     problems, shards, rows = validate(args.path, args.max_errors, quiet=args.quiet)
     for problem in problems:
-        print(problem)
+        if not emit(str(problem)):
+            return 1
     if not problems:
-        print(f"valid: {rows:,} rows in {shards} shard(s)")
+        emit(f"valid: {rows:,} rows in {shards} shard(s)")
         return 0
     stopped = args.max_errors and len(problems) >= args.max_errors
     tail = f" (stopped at --max-errors {args.max_errors}; there may be more)" if stopped else ""
