@@ -125,28 +125,3 @@ def load_processor(path_or_id: str) -> Kosmos2Processor:
             f"cannot load a Kosmos-2 processor from {path_or_id!r}: give a local checkpoint folder "
             "(with processor_config.json and tokenizer files), or allow hub access"
         ) from err
-
-
-def image_size_of(processor: Kosmos2Processor) -> int:
-    """The square side, in pixels, that the processor's image processor produces."""
-    crop = processor.image_processor.crop_size
-    side = crop["height"] if isinstance(crop, dict) else crop.height
-    return int(side)
-
-
-def special_token_ids(processor: Kosmos2Processor) -> dict[str, int]:
-    """Ids of the tag tokens the trainer needs, checked to exist as single tokens."""
-    names = {
-        "bos": "<s>",
-        "pad": "<pad>",
-        "eos": "</s>",
-        "boi": "<image>",
-        "eoi": "</image>",
-        "grounding": "<grounding>",
-    }
-    tokenizer = processor.tokenizer
-    ids = {key: tokenizer.convert_tokens_to_ids(token) for key, token in names.items()}
-    missing = [names[k] for k, v in ids.items() if v is None or v == tokenizer.unk_token_id]
-    if missing:
-        raise ValueError(f"the processor's tokenizer lacks the Kosmos-2 tokens {missing}")
-    return ids

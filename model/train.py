@@ -31,6 +31,7 @@ from grit_pipeline.model.checkpoint import (
 from grit_pipeline.model.data import ShardBatches, StreamConfig, make_loader
 from grit_pipeline.model.distributed import Dist, init_distributed, wrap
 from grit_pipeline.model.examples import TextConfig
+from grit_pipeline.model.images import CROP_MODES
 from grit_pipeline.model.monitor import Monitor
 from grit_pipeline.model.presets import PRESETS, build_model, get_preset
 
@@ -282,7 +283,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             "--" + name.replace("_", "-"), type=kind, default=default, help=f"default {default}"
         )
     parser.add_argument("--spans-column", default="ref_exps", choices=["ref_exps", "noun_chunks"])
-    parser.add_argument("--image-mode", default="centre-crop", choices=["centre-crop", "square"])
+    parser.add_argument("--image-mode", default="centre-crop", choices=list(CROP_MODES))
     parser.add_argument("--no-bf16", dest="bf16", action="store_false", help="GPU: train in float32")
 
 
