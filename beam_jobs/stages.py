@@ -161,8 +161,8 @@ class ParseCaptions(beam.PTransform):
 class FetchFn(TimedDoFn):
     """Rows -> rows with their image downloaded, checked and resized; failures to rejects.
 
-    Downloads run in a thread pool while the bundle goes on; what is still in flight at the end
-    of the bundle is waited for in ``finish_bundle``.
+    Downloads and decoding run in a thread pool while the bundle goes on; what is still in
+    flight at the end of the bundle is waited for in ``finish_bundle``.
     """
 
     stage = "fetch"
@@ -179,7 +179,7 @@ class FetchFn(TimedDoFn):
     def process(self, row: Row):
         start = time.perf_counter()
         if row.input.image is not None:  # img2dataset input: bytes in hand, decode only
-            done = [(row, self._fetcher.decode_bytes(row.input.image, row.input.original_size))]
+            done = self._fetcher.submit_bytes(row, row.input.image, row.input.original_size)
         else:
             done = self._fetcher.submit(row, row.input.url)
         self.busy_s += time.perf_counter() - start

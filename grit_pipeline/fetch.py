@@ -24,7 +24,6 @@ import io
 import ipaddress
 import os
 import socket
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -281,9 +280,29 @@ def download_with_retries(
     raise AssertionError("unreachable")
 
 
+def _thread_safe_resizer_module():
+    """img2dataset's resizer module, made safe to call from several threads at once.
+
+    Its ``Resizer.__call__`` wraps decoding in ``SuppressStdoutStderr``, which swaps the process's
+    file descriptors 1 and 2 with /dev/null and back: two threads doing that at once can leave
+    stdout or stderr pointing at /dev/null for good, and every other thread's output (our progress
+    lines, Beam's logs) is swallowed while it is active. We replace it with a no-op and silence
+    OpenCV's own warnings instead; libjpeg may still print "Corrupt JPEG data" for broken files.
+    Decoding in the download threads is what lets this stage use more than one core.
+    """
+    import contextlib
+
+    import cv2
+    from img2dataset import resizer
+
+    resizer.SuppressStdoutStderr = contextlib.nullcontext
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    return resizer
+
+
 def make_resizer(config: FetchConfig):
     """img2dataset's Resizer for the configured policy; skip_reencode keeps bytes that need no change."""
-    from img2dataset.resizer import Resizer
+    Resizer = _thread_safe_resizer_module().Resizer
 
     return Resizer(
         image_size=config.image_size,
@@ -293,10 +312,6 @@ def make_resizer(config: FetchConfig):
         encode_quality=config.encode_quality,
         skip_reencode=True,
     )
-
-
-# The Resizer swaps the process's stdout/stderr file descriptors while decoding: one at a time.
-_RESIZE_LOCK = threading.Lock()
 
 
 def check_header(data: bytes, max_pixels: int) -> tuple[int, int]:
@@ -321,8 +336,7 @@ def decode(
     """Check, decode and resize downloaded bytes; ``original_size`` overrides the decoded size
     (img2dataset outputs hold resized bytes but record the original size)."""
     check_header(data, config.max_pixels)
-    with _RESIZE_LOCK:
-        image, image_width, image_height, width, height, error = resizer(io.BytesIO(data))
+    image, image_width, image_height, width, height, error = resizer(io.BytesIO(data))
     if error is not None:
         reason = "not_an_image" if "decod" in error.lower() else "resize_failed"
         raise FetchError(reason, error)
@@ -331,12 +345,28 @@ def decode(
     return FetchedImage(image, width, height, image_width, image_height, hashlib.sha256(data).hexdigest())
 
 
+def fetch_one(url: str, config: FetchConfig, opener, resizer) -> FetchedImage | FetchFailure:
+    """Download (with retries), check and decode one URL; failures come back as values."""
+    try:
+        return decode(download_with_retries(url, config, opener), config, resizer)
+    except FetchError as err:
+        return err.failure
+
+
+def decode_one(data: bytes, config: FetchConfig, resizer, original_size=None) -> FetchedImage | FetchFailure:
+    try:
+        return decode(data, config, resizer, original_size)
+    except FetchError as err:
+        return err.failure
+
+
 @dataclass  # not frozen: it owns a thread pool
 class Fetcher:
-    """Downloads in a thread pool, decodes in the caller's thread; bounded work in flight.
+    """Downloads and decodes in a thread pool (OpenCV releases the GIL), with bounded work in flight.
 
-    ``submit(tag, url)`` returns the finished ``(tag, FetchedImage | FetchFailure)`` pairs that are
-    ready (blocking while too much is in flight); ``drain()`` returns the rest.
+    ``submit(tag, url)`` (or ``submit_bytes`` for bytes in hand) returns the finished
+    ``(tag, FetchedImage | FetchFailure)`` pairs that are ready, blocking while too much is in
+    flight; ``drain()`` returns the rest.
     """
 
     config: FetchConfig
@@ -351,15 +381,26 @@ class Fetcher:
         self.max_in_flight = self.max_in_flight or 2 * self.config.thread_count
 
     def submit(self, tag: Any, url: str) -> list[tuple[Any, FetchedImage | FetchFailure]]:
-        future = self._pool.submit(download_with_retries, url, self.config, self._opener)
+        return self._track(tag, self._pool.submit(fetch_one, url, self.config, self._opener, self._resizer))
+
+    def submit_bytes(
+        self, tag: Any, data: bytes, original_size=None
+    ) -> list[tuple[Any, FetchedImage | FetchFailure]]:
+        """Bytes already downloaded (img2dataset outputs): checked and decoded in the pool too."""
+        return self._track(
+            tag, self._pool.submit(decode_one, data, self.config, self._resizer, original_size)
+        )
+
+    def _track(self, tag: Any, future: Future) -> list[tuple[Any, FetchedImage | FetchFailure]]:
         self._pending[future] = tag
-        done = [f for f in self._pending if f.done()]
         if len(self._pending) >= self.max_in_flight:
-            done = list(wait(self._pending, return_when=FIRST_COMPLETED).done)
-        return [self._finish(f) for f in done]
+            wait(self._pending, return_when=FIRST_COMPLETED)
+        return [(self._pending.pop(f), f.result()) for f in [f for f in self._pending if f.done()]]
 
     def drain(self) -> list[tuple[Any, FetchedImage | FetchFailure]]:
-        return [self._finish(f) for f in list(wait(self._pending).done)]
+        wait(self._pending)
+        done, self._pending = [(tag, f.result()) for f, tag in self._pending.items()], {}
+        return done
 
     def fetch_all(self, items: Iterable[tuple[Any, str]]) -> list[tuple[Any, FetchedImage | FetchFailure]]:
         """Everything at once (tests, benchmarks): results in completion order."""
@@ -367,21 +408,6 @@ class Fetcher:
         for tag, url in items:
             results += self.submit(tag, url)
         return results + self.drain()
-
-    def decode_bytes(self, data: bytes, original_size=None) -> FetchedImage | FetchFailure:
-        """The decode half alone, for inputs that already hold image bytes."""
-        try:
-            return decode(data, self.config, self._resizer, original_size)
-        except FetchError as err:
-            return err.failure
-
-    def _finish(self, future: Future) -> tuple[Any, FetchedImage | FetchFailure]:
-        tag = self._pending.pop(future)
-        try:
-            data = future.result()
-        except FetchError as err:
-            return tag, err.failure
-        return tag, self.decode_bytes(data)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
