@@ -8,6 +8,7 @@ rather than being passed on and ignored. They are recorded as given and parsed b
 from __future__ import annotations
 
 import argparse
+import logging
 
 from grit_pipeline.beam_jobs.config import DEDUP_KEYS, MODES, BuildConfig
 from grit_pipeline.fetch import BOX_SAFE_RESIZE_MODES, FetchConfig
@@ -37,7 +38,13 @@ class _BeamFlag(argparse.Action):
 
 def add_beam_options(parser: argparse.ArgumentParser) -> None:
     """Declare every Beam pipeline option on ``parser`` (hidden from --help, listed in its epilog)."""
-    from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+    # Beam's GCP modules warn at import time that apitools is missing (only Dataflow needs it,
+    # through the [gcp] extra); that line on every `grit build` would only confuse.
+    logging.disable(logging.WARNING)
+    try:
+        from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+    finally:
+        logging.disable(logging.NOTSET)
 
     beam_parser = _BeamArgumentParser(allow_abbrev=False)
     classes = {str(cls): cls for cls in PipelineOptions.__subclasses__()}

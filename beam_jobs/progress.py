@@ -1,12 +1,13 @@
 """Periodic progress lines on the local runner: rows in, accepted, rejected by reason, rows per second.
 
 One tracker per worker process (the stages of a process share it); each process logs its own
-counts every ``interval_s`` seconds through the ``grit_pipeline.build`` logger.
+counts, with its pid, every ``interval_s`` seconds through the ``grit_pipeline.build`` logger.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import Counter
@@ -44,7 +45,7 @@ class Progress:
         rate = done / max(time.monotonic() - self.started, 1e-9)
         reasons = ", ".join(f"{reason} {n}" for reason, n in self.rejected.most_common(6))
         return (
-            f"progress: {self.rows_in} rows in, {done} done ({self.accepted} accepted, "
+            f"progress (pid {os.getpid()}): {self.rows_in} rows in, {done} done ({self.accepted} accepted, "
             f"{sum(self.rejected.values())} rejected{': ' + reasons if reasons else ''}), {rate:.1f} rows/s"
         )
 

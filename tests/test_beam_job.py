@@ -177,7 +177,7 @@ def test_shards_are_valid_and_carry_what_was_downloaded(first_run, server):
 
 def test_progress_lines_were_logged(first_run):
     _, _, _, records = first_run
-    assert any(r.startswith("progress: ") and "rows/s" in r for r in records)
+    assert any(r.startswith("progress (pid ") and "rows/s" in r for r in records)
     assert any(r.startswith("done in ") for r in records)
 
 
