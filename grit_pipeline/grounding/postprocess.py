@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from grit_pipeline.grounding.base import ScoredBox
@@ -63,15 +64,11 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
         return torch.zeros(0, dtype=torch.long)
     order = torch.sort(scores, descending=True, stable=True).indices
     overlaps = (box_iou(boxes[order]) > iou_threshold).cpu().numpy()
-    keep: list[int] = []
-    suppressed = [False] * len(order)
+    alive = np.ones(len(order), dtype=bool)
     for i in range(len(order)):
-        if suppressed[i]:
-            continue
-        keep.append(i)
-        for j in overlaps[i, i + 1 :].nonzero()[0]:
-            suppressed[i + 1 + j] = True
-    return order[torch.tensor(keep, dtype=torch.long, device=order.device)]
+        if alive[i]:  # a kept box: suppress every later box it overlaps
+            alive[i + 1 :] &= ~overlaps[i, i + 1 :]
+    return order[torch.from_numpy(alive.nonzero()[0]).to(order.device)]
 
 
 def select_boxes(
