@@ -36,6 +36,8 @@ def build_graph(
     rows = stage(pipeline, "Read", ReadInputs(files, config.input, retry_reasons, config.progress_interval_s))
     if config.dedup == "url":
         rows = stage(rows, "DedupByUrl", Deduplicate("url"), has_stats=False)
+    else:  # the URL grouping also spreads one big input file's rows over the workers; do that anyway
+        rows = rows | "SpreadRows" >> beam.Reshuffle()
     rows = stage(rows, "Parse", ParseCaptions(config.text))
     rows = stage(rows, "Fetch", FetchImages(config.fetch))
     if config.dedup == "sha256":

@@ -37,6 +37,9 @@ from PIL import Image, UnidentifiedImageError
 
 # img2dataset imports albumentations, which checks for updates over the network on import.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+# Pillow warns above its own pixel limit while reading a header; ``check_header`` applies ours
+# (``max_pixels``) instead. Set once: ``warnings.catch_warnings`` per call is not thread-safe.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 # Resize modes that keep the whole picture: boxes normalised by the original size stay valid.
 # img2dataset's center_crop and border would move or cut the content the boxes point at.
@@ -244,10 +247,14 @@ def _read_capped(response, config: FetchConfig, deadline: float) -> bytes:
     return b"".join(chunks)
 
 
+def _robots_check():
+    from img2dataset.downloader import is_disallowed  # imported on first use: img2dataset is heavy
+
+    return is_disallowed
+
+
 def download(url: str, config: FetchConfig, opener: urllib.request.OpenerDirector) -> bytes:
     """The bytes at ``url`` (one attempt); raises FetchError with the reject reason."""
-    from img2dataset.downloader import is_disallowed
-
     if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
         raise FetchError("invalid_url", f"expected an http(s) URL, got {url!r}")
     headers = {
@@ -257,7 +264,7 @@ def download(url: str, config: FetchConfig, opener: urllib.request.OpenerDirecto
     try:
         with opener.open(urllib.request.Request(url, headers=headers), timeout=config.timeout_s) as response:
             directives = set(config.disallowed_header_directives)
-            if directives and is_disallowed(response.headers, config.user_agent_token, directives):
+            if directives and _robots_check()(response.headers, config.user_agent_token, directives):
                 raise FetchError("robots_disallowed", "X-Robots-Tag disallows use of this image")
             return _read_capped(response, config, deadline)
     except FetchError:
@@ -317,10 +324,8 @@ def make_resizer(config: FetchConfig):
 def check_header(data: bytes, max_pixels: int) -> tuple[int, int]:
     """Width and height from the image header, without decoding pixels; rejects non-images and bombs."""
     try:
-        with warnings.catch_warnings():  # the size is judged below against our own limit
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                width, height = image.size
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
     except Image.DecompressionBombError as err:
         raise FetchError("too_many_pixels", str(err)) from err
     except (UnidentifiedImageError, OSError, ValueError) as err:

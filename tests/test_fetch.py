@@ -117,6 +117,7 @@ def test_robots_directive_for_another_agent_is_ignored(server):
     assert isinstance(fetch_one(url), FetchedImage)
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # pytest resets our filter
 def test_decompression_bomb_is_refused_from_its_header(server):
     url = server.add("/bomb.png", Route(bomb_png(), headers=(("Content-Type", "image/png"),)))
     result = fetch_one(url, max_pixels=50_000_000)
