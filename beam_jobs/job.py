@@ -50,14 +50,25 @@ def _absolute(path: str) -> str:
     return path if "://" in path else os.path.abspath(path)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a line is logged (callers and pytest swap it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def _configure_logging() -> None:
     """Progress and summary lines to stderr (once per process; other handlers are left alone)."""
     if LOGGER.level == logging.NOTSET:
         LOGGER.setLevel(logging.INFO)
-    if not any(getattr(h, "grit_build", False) for h in LOGGER.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _StderrHandler) for h in LOGGER.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("grit build: %(message)s"))
-        handler.grit_build = True
         LOGGER.addHandler(handler)
         LOGGER.propagate = False
 
