@@ -76,7 +76,8 @@ class Shape:
 
     @property
     def phrase(self) -> str:
-        return f"a {self.colour} {self.kind}"
+        article = "an" if self.colour[0] in "aeiou" else "a"
+        return f"{article} {self.colour} {self.kind}"
 
     def box(self, width: int, height: int) -> Box:
         return Box(self.x0 / width, self.y0 / height, self.x1 / width, self.y1 / height)
