@@ -136,7 +136,7 @@ def test_killed_job_leaves_no_shard_and_the_rerun_completes(tmp_path):
             argv, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
         )
         for line in process.stderr:  # wait until rows are flowing, then kill it
-            if "progress:" in line:
+            if "progress (pid" in line:
                 break
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
