@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 import fsspec
 
 import grit_pipeline
+from grit_pipeline.beam_jobs import progress
 from grit_pipeline.beam_jobs.options import add_arguments, build_config, detector_config, input_config
 from grit_pipeline.beam_jobs.output_dir import (
     OutputExistsError,
@@ -266,9 +267,14 @@ def launch(args, *, test_pipeline=None) -> int:
     LOGGER.info(
         "run %s: %d input file(s) -> %s", prepared.plan.run_id, len(prepared.files), prepared.plan.output
     )
-    result = prepared.pipeline.run()
+    progress.reset()  # counts of this run only, when several runs share a process
+    try:
+        result = prepared.pipeline.run()
+        if prepared.local:
+            result.wait_until_finish()
+    finally:
+        progress.reset()
     if prepared.local:
-        result.wait_until_finish()
         _report(prepared.plan.output, prepared.plan.run_id)
     else:
         LOGGER.info("submitted; the run commits its output and manifest.json when the pipeline finishes")

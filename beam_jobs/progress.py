@@ -24,6 +24,7 @@ class Progress:
         self.accepted = 0
         self.rejected: Counter = Counter()
         self._lock = threading.Lock()
+        self._stop = threading.Event()
         if interval_s > 0:
             threading.Thread(target=self._report_forever, name="grit-progress", daemon=True).start()
 
@@ -52,9 +53,11 @@ class Progress:
         )
 
     def _report_forever(self) -> None:
-        while True:
-            time.sleep(self.interval_s)
+        while not self._stop.wait(self.interval_s):
             LOGGER.info(self.line())
+
+    def stop(self) -> None:
+        self._stop.set()
 
 
 _TRACKER: Progress | None = None
@@ -68,3 +71,12 @@ def tracker(interval_s: float) -> Progress:
         if _TRACKER is None:
             _TRACKER = Progress(interval_s)
         return _TRACKER
+
+
+def reset() -> None:
+    """Stop this process's tracker and forget its counts (the launcher calls it around each run)."""
+    global _TRACKER
+    with _TRACKER_LOCK:
+        if _TRACKER is not None:
+            _TRACKER.stop()
+        _TRACKER = None

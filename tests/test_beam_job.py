@@ -24,6 +24,9 @@ from grit_pipeline.beam_jobs.output_dir import load_manifest
 from grit_pipeline.locations import parse_grounded_caption
 from grit_pipeline.schemas import SHARD_SCHEMA, list_shard_files, read_shard
 
+# The fetch stage applies its own pixel limit; pytest resets the filter that silences Pillow's.
+pytestmark = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+
 # Only the server's address is exempt from the address guard, so a redirect to another
 # loopback address is refused in the end-to-end run itself.
 COMMON = [
