@@ -163,6 +163,8 @@ def _strip_retried(fs, plan: RunPlan) -> tuple[list[tuple[str, str]], list[str],
         with fs.open(source, "rb") as handle:
             table = pq.read_table(handle)
         retried = pc.is_in(table["reason"], value_set=pa.array(plan.transient_reasons))
+        if not pc.any(retried).as_py():
+            continue  # nothing of this file was retried: leave it as it is
         removed.update(table.filter(retried)["reason"].to_pylist())
         kept = table.filter(pc.invert(retried))
         if kept.num_rows:
