@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import inspect
 import io
+import itertools
 import random
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 from PIL import Image
 
 from grit_pipeline.assemble import grounded_caption
@@ -226,6 +228,20 @@ def test_stream_resumes_at_any_batch_and_cycles_epochs(corpus, processor):
     assert resumed[0] == 10
     assert (resumed[1]["input_ids"] == batches[10][1]["input_ids"]).all()
     assert (resumed[1]["pixel_values"] == batches[10][1]["pixel_values"]).all()
+
+
+def test_worker_processes_deliver_the_same_batches_in_the_same_order(corpus, processor):
+    from grit_pipeline.model.data import make_loader
+
+    def first(workers: int, start: int, count: int):
+        config = StreamConfig(str(corpus), batch_size=5, shuffle_buffer=8, seed=2, num_workers=workers)
+        loader = make_loader(ShardBatches(config, TextConfig(location_grid=8), processor, NUM_SLOTS, start))
+        return [(index, batch["input_ids"]) for index, batch, _ in itertools.islice(loader, count)]
+
+    single, pooled = first(0, 0, 7), first(2, 3, 4)  # two workers, resumed at batch 3
+    assert [index for index, _ in pooled] == [3, 4, 5, 6]
+    for (_, expected), (_, got) in zip(single[3:], pooled, strict=True):
+        assert torch.equal(expected, got)
 
 
 def test_grit20m_style_shards_read_images_from_an_img2dataset_folder(tmp_path, processor):
