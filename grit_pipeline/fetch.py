@@ -24,6 +24,7 @@ import io
 import ipaddress
 import os
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -350,17 +351,23 @@ def decode(
     return FetchedImage(image, width, height, image_width, image_height, hashlib.sha256(data).hexdigest())
 
 
-def fetch_one(url: str, config: FetchConfig, opener, resizer) -> FetchedImage | FetchFailure:
+def fetch_one(url: str, config: FetchConfig, opener, resizer, slots) -> FetchedImage | FetchFailure:
     """Download (with retries), check and decode one URL; failures come back as values."""
     try:
-        return decode(download_with_retries(url, config, opener), config, resizer)
+        data = download_with_retries(url, config, opener)
     except FetchError as err:
         return err.failure
+    return decode_one(data, config, resizer, slots)
 
 
-def decode_one(data: bytes, config: FetchConfig, resizer, original_size=None) -> FetchedImage | FetchFailure:
+def decode_one(
+    data: bytes, config: FetchConfig, resizer, slots, original_size=None
+) -> FetchedImage | FetchFailure:
+    """``decode`` with at most ``slots`` decodes at once: one per core, the rest of the threads wait
+    on the network rather than contending for the GIL in the Resizer's Python parts."""
     try:
-        return decode(data, config, resizer, original_size)
+        with slots:
+            return decode(data, config, resizer, original_size)
     except FetchError as err:
         return err.failure
 
@@ -383,17 +390,24 @@ class Fetcher:
         self._opener = build_opener(policy)
         self._resizer = make_resizer(self.config)
         self._pool = ThreadPoolExecutor(self.config.thread_count, thread_name_prefix="grit-fetch")
+        self._decode_slots = threading.BoundedSemaphore(max(1, len(os.sched_getaffinity(0))))
         self.max_in_flight = self.max_in_flight or 2 * self.config.thread_count
 
     def submit(self, tag: Any, url: str) -> list[tuple[Any, FetchedImage | FetchFailure]]:
-        return self._track(tag, self._pool.submit(fetch_one, url, self.config, self._opener, self._resizer))
+        return self._track(
+            tag,
+            self._pool.submit(fetch_one, url, self.config, self._opener, self._resizer, self._decode_slots),
+        )
 
     def submit_bytes(
         self, tag: Any, data: bytes, original_size=None
     ) -> list[tuple[Any, FetchedImage | FetchFailure]]:
         """Bytes already downloaded (img2dataset outputs): checked and decoded in the pool too."""
         return self._track(
-            tag, self._pool.submit(decode_one, data, self.config, self._resizer, original_size)
+            tag,
+            self._pool.submit(
+                decode_one, data, self.config, self._resizer, self._decode_slots, original_size
+            ),
         )
 
     def _track(self, tag: Any, future: Future) -> list[tuple[Any, FetchedImage | FetchFailure]]:
