@@ -106,19 +106,25 @@ def main() -> None:
         train(config, progress=False, stop_at=args.calibration_steps)
         train_cpu = cpu_seconds() - cpu0  # training only: evaluation does not count against the budget
         per_step = train_cpu / args.calibration_steps
-        # 5 % margin: on a loaded machine CPU time per step drifts up after calibration (cache contention).
-        total = max(int(0.95 * budget_s / per_step), args.calibration_steps + args.points)
+        # A first estimate; it is refined after every chunk (CPU time per step drifts on a loaded machine).
+        total = max(int(0.97 * budget_s / per_step), args.calibration_steps + args.points)
         config = replace(config, max_steps=total)
         print(f"{per_step:.3f} CPU s/step -> {total} steps ({total * args.batch_size} samples) in the budget")
         header = f"{'step':>6} {'samples':>8} {'cpu min':>8} {'wall min':>8} {'loc loss':>9} {'shuffled':>9} {'gap':>6} {'acc':>6} {'baseline':>8}"
         print(header)
         step, result = args.calibration_steps, None
         for point in range(1, args.points + 1):
-            target = args.calibration_steps + round((total - args.calibration_steps) * point / args.points)
-            if target > step:
-                cpu0 = cpu_seconds()
-                step = train(config, resume=True, progress=False, stop_at=target).step
-                train_cpu += cpu_seconds() - cpu0
+            # Re-estimate the step count from the CPU used so far, so the run ends inside the budget.
+            per_step = train_cpu / step
+            total = max(int(0.97 * budget_s / per_step), step + args.points - point + 1)
+            config = replace(config, max_steps=total)
+            target = max(
+                step + 1,
+                args.calibration_steps + round((total - args.calibration_steps) * point / args.points),
+            )
+            cpu0 = cpu_seconds()
+            step = train(config, resume=True, progress=False, stop_at=target).step
+            train_cpu += cpu_seconds() - cpu0
             result = evaluate_point(config.out, heldout)
             baseline = max(result["baseline_whole_image"], result["baseline_mean_box"])
             gap = result["location_loss_shuffled"] - result["location_loss"]
