@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 import fsspec
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from grit_pipeline.beam_jobs.records import FileRead, StagedFile, StageTime
 from grit_pipeline.schemas import PROVENANCE_KEY, REJECTS_SCHEMA, write_table
+from grit_pipeline.schemas.reader import read_parquet
 
 MANIFEST = "manifest.json"
 STAGING = "_staging"
@@ -160,8 +160,7 @@ def _strip_retried(fs, plan: RunPlan) -> tuple[list[tuple[str, str]], list[str],
     """Staged replacements of the rejects files this retry run re-ran, without the retried rows."""
     moves, deletes, removed = [], [], Counter()
     for i, source in enumerate(plan.retry_sources):
-        with fs.open(source, "rb") as handle:
-            table = pq.read_table(handle)
+        table = read_parquet(fs.unstrip_protocol(source))
         retried = pc.is_in(table["reason"], value_set=pa.array(plan.transient_reasons))
         if not pc.any(retried).as_py():
             continue  # nothing of this file was retried: leave it as it is

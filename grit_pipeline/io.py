@@ -26,6 +26,8 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from grit_pipeline.schemas.reader import read_parquet
+
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".parquet")
 COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst")
 IMAGE_COLUMNS = ("jpg", "png", "webp", "jpeg", "image")
@@ -310,8 +312,7 @@ def read_file(path: str, config: InputConfig) -> Iterator[InputRow]:
 
 def read_retry_rows(rejects_path: str, reasons: frozenset[str]) -> Iterator[InputRow]:
     """Rows of a rejects file whose reason is in ``reasons`` (transient failures), to be tried again."""
-    with fsspec.open(rejects_path, "rb") as handle:
-        table = pq.read_table(handle, columns=["key", "url", "caption", "reason"])
+    table = read_parquet(rejects_path, columns=["key", "url", "caption", "reason"])
     for record in table.to_pylist():
         if record["reason"] in reasons:
             yield InputRow(record["key"], record["url"], record["caption"], rejects_path)
