@@ -33,12 +33,17 @@ class BuildConfig:
     rows_per_shard: int = 2000
     store_images: bool = True
     progress_interval_s: float = 10.0
+    # Longest time a row may wait for its grounding batch to fill. None: batches close when full or
+    # when the bundle ends, which bounds the wait in batch jobs; set it for streaming inputs.
+    max_batch_wait_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.dedup not in DEDUP_KEYS:
             raise ValueError(f"dedup must be one of {DEDUP_KEYS}, got {self.dedup!r}")
+        if self.max_batch_wait_s is not None and self.max_batch_wait_s <= 0:
+            raise ValueError(f"max batch wait must be > 0 seconds, got {self.max_batch_wait_s}")
         if self.rows_per_shard < 1:
             raise ValueError(f"rows per shard must be >= 1, got {self.rows_per_shard}")
 

@@ -2,8 +2,8 @@
 
 ``GroundingModelHandler`` is our own small ModelHandler (Beam's Hugging Face handler imports
 TensorFlow): RunInference loads one detector per worker process (through Beam's shared handle)
-and hands it batches from BatchElements, bounded in size by the detector's batch size and, within
-a bundle, flushed when the bundle ends.
+and hands it batches from BatchElements, bounded in size by the detector's batch size and flushed
+when the bundle ends, or, with ``--max-batch-wait S``, also after S seconds (stateful batching).
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from grit_pipeline.grounding import Detector, DetectorConfig, GroundingRequest, 
 class GroundingModelHandler(ModelHandler[Row, tuple[Row, GroundingResult, float], Detector]):
     """Rows with an image and noun chunks -> (row, detector result, seconds per row)."""
 
-    def __init__(self, config: DetectorConfig):
+    def __init__(self, config: DetectorConfig, max_batch_wait_s: float | None = None):
         super().__init__()
-        self._config = config
+        self._config, self._max_batch_wait_s = config, max_batch_wait_s
 
     def load_model(self) -> Detector:
         return load_detector(self._config)
@@ -53,7 +53,10 @@ class GroundingModelHandler(ModelHandler[Row, tuple[Row, GroundingResult, float]
         return sum(len(row.fetched.image) for row in batch)  # the default pickles the whole batch
 
     def batch_elements_kwargs(self) -> dict[str, Any]:
-        return {"min_batch_size": 1, "max_batch_size": self._config.batch_size}
+        kwargs = {"min_batch_size": 1, "max_batch_size": self._config.batch_size}
+        if self._max_batch_wait_s is not None:  # BatchElements then batches statefully, with a timer
+            kwargs["max_batch_duration_secs"] = self._max_batch_wait_s
+        return kwargs
 
     def get_metrics_namespace(self) -> str:
         return "grit_ground"
@@ -118,14 +121,15 @@ class AssembleFn(TimedDoFn):
 class GroundAndAssemble(beam.PTransform):
     """Rows -> shard records (main) and rejects."""
 
-    def __init__(self, config: DetectorConfig, store_images: bool):
+    def __init__(self, config: DetectorConfig, store_images: bool, max_batch_wait_s: float | None = None):
         super().__init__()
         self._config, self._store_images = config, store_images
+        self._max_batch_wait_s = max_batch_wait_s
 
     def expand(self, rows):
         return (
             rows
-            | "Ground" >> RunInference(GroundingModelHandler(self._config))
+            | "Ground" >> RunInference(GroundingModelHandler(self._config, self._max_batch_wait_s))
             | "Assemble"
             >> beam.ParDo(AssembleFn(self._store_images)).with_outputs(REJECTS, STATS, main="records")
         )

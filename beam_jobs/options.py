@@ -149,6 +149,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     det.add_argument("--nms-iou", type=float, default=DetectorConfig.nms_iou)
     det.add_argument("--detector-batch-size", type=int, default=DetectorConfig.batch_size)
     det.add_argument("--device", default="auto")
+    det.add_argument(
+        "--max-batch-wait",
+        type=float,
+        default=None,
+        metavar="S",
+        help="close a grounding batch after S seconds even when not full (Beam's stateful batching, "
+        "for streaming inputs); default: batches close when full or when the bundle ends",
+    )
 
     text = parser.add_argument_group("text")
     text.add_argument("--spacy-model", default=None, help="installed pipeline name or path")
@@ -223,6 +231,7 @@ def build_config(args, inputs: list[str], output: str, input_config: InputConfig
         rows_per_shard=args.rows_per_shard,
         store_images=not args.no_images,
         progress_interval_s=args.progress_interval,
+        max_batch_wait_s=args.max_batch_wait,
     )
 
 

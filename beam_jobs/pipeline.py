@@ -43,7 +43,10 @@ def build_graph(
     if config.dedup == "sha256":
         rows = stage(rows, "DedupByHash", Deduplicate("sha256"), has_stats=False)
     records = stage(
-        rows, "GroundAndAssemble", GroundAndAssemble(config.detector, config.store_images), "records"
+        rows,
+        "GroundAndAssemble",
+        GroundAndAssemble(config.detector, config.store_images, config.max_batch_wait_s),
+        "records",
     )
     all_rejects = rejects | "AllRejects" >> beam.Flatten()
     all_stats = stats | "AllStats" >> beam.Flatten()

@@ -277,3 +277,26 @@ def test_dedup_by_image_hash(tmp_path, server):
     assert run([*argv, "--dedup", "sha256"]) == 0
     assert list(rejects_by_caption(tmp_path / "out").values()) == ["duplicate"]
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["counts"]["accepted"] == 1
+
+
+def test_batches_bounded_by_waiting_time(tmp_path, server):
+    from grit_pipeline.beam_jobs.ground import GroundingModelHandler
+    from grit_pipeline.grounding import DetectorConfig
+
+    handler = GroundingModelHandler(DetectorConfig(batch_size=4), max_batch_wait_s=0.5)
+    assert handler.batch_elements_kwargs() == {
+        "min_batch_size": 1,
+        "max_batch_size": 4,
+        "max_batch_duration_secs": 0.5,
+    }
+    cases = [
+        (server.add(f"/wait-{i}.jpg", Route(jpeg_bytes(90 + i, 90))), f"a square number {i}", None)
+        for i in range(3)
+    ]
+    write_input(tmp_path / "in.parquet", cases)
+    argv = ["--input", str(tmp_path / "in.parquet"), "--output", str(tmp_path / "out"), *COMMON]
+    assert run([*argv, "--max-batch-wait", "0.5"]) == 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["counts"]["accepted"] == 3
+    assert manifest["config"]["max_batch_wait_s"] == 0.5
+    assert run([*argv, "--mode", "overwrite", "--max-batch-wait", "-1"]) == 2
