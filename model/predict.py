@@ -7,14 +7,13 @@ import json
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from grit_pipeline.locations import Entity, parse_grounded_caption
 from grit_pipeline.model.evaluate import load_checkpoint
 from grit_pipeline.model.examples import encode_text
 from grit_pipeline.model.images import FULL_WINDOW, decode_image, render, to_pixel_values
-
-PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45")
+from grit_pipeline.shards.drawing import draw_boxes, phrases_from_entities
 
 
 @torch.no_grad()
@@ -41,17 +40,8 @@ def predict(model, processor, image: Image.Image, prompt: str, grid: int, max_ne
 
 
 def draw_entities(image: Image.Image, entities: list[Entity]) -> Image.Image:
-    """A copy of ``image`` with each entity's boxes and name drawn."""
-    canvas = image.convert("RGB").copy()
-    draw = ImageDraw.Draw(canvas)
-    width = max(1, round(min(canvas.size) / 100))
-    for index, (name, _, boxes) in enumerate(entities):
-        colour = PALETTE[index % len(PALETTE)]
-        for x1, y1, x2, y2 in boxes:
-            rect = (x1 * canvas.width, y1 * canvas.height, x2 * canvas.width, y2 * canvas.height)
-            draw.rectangle(rect, outline=colour, width=width)
-            draw.text((rect[0] + 2, rect[1] + 1), name, fill=colour)
-    return canvas
+    """A copy of ``image``, at its own size, with each entity's boxes and name drawn."""
+    return draw_boxes(image, phrases_from_entities(entities), size=max(image.size))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

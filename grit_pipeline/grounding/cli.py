@@ -12,7 +12,6 @@ from grit_pipeline.grounding.base import GroundingResult
 from grit_pipeline.grounding.config import BACKENDS, DEFAULT_DETECTOR, TINY_DETECTOR, DetectorConfig
 
 # Distinct outline colours, cycled per noun chunk.
-_COLOURS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,23 +78,16 @@ def to_table(record: dict) -> str:
 
 
 def draw(image, record: dict, out: Path) -> None:
-    """Outline every kept box in its chunk's colour, labelled with the chunk text and score."""
-    from PIL import ImageDraw
+    """Outline every kept box in its chunk's colour, labelled with the chunk text, at the image's size."""
+    from grit_pipeline.shards.drawing import draw_boxes, phrases_from_entities
 
-    canvas = image.convert("RGB")
-    pen = ImageDraw.Draw(canvas)
-    line_width = max(2, round(max(canvas.size) / 300))
-    for index, chunk in enumerate(record["noun_chunks"]):
-        colour = _COLOURS[index % len(_COLOURS)]
-        for found in chunk["boxes"]:
-            x1, y1, x2, y2 = found["box_pixels"]
-            pen.rectangle((x1, y1, x2, y2), outline=colour, width=line_width)
-            label = f"{chunk['text']} {found['score']:.2f}"
-            left, top, right, bottom = pen.textbbox((x1, y1), label)
-            pen.rectangle((left, top, right + 2, bottom + 1), fill=colour)
-            pen.text((x1 + 1, y1), label, fill="white")
+    chunks = [c for c in record["noun_chunks"] if c["boxes"]]
+    phrases = phrases_from_entities(
+        ((c["text"], (c["start"], c["end"]), [b["box"] for b in c["boxes"]]) for c in chunks),
+        scores=([b["score"] for b in c["boxes"]] for c in chunks),
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(out, format="PNG")
+    draw_boxes(image, phrases, size=max(image.size)).save(out, format="PNG")
 
 
 def _open_image(path: Path):

@@ -63,6 +63,27 @@ def phrases_of(caption: str, spans: Iterable[GroundedSpan]) -> list[Phrase]:
     return phrases
 
 
+def phrases_from_entities(
+    entities: Iterable[tuple], scores: Iterable[Sequence[float]] | None = None
+) -> list[Phrase]:
+    """``(name, (start, end), boxes)`` entities, as ``parse_grounded_caption`` returns them, as Phrases.
+
+    ``boxes`` are normalised ``(x1, y1, x2, y2)``; ``scores``, when given, holds one list per entity.
+    """
+    score_lists = list(scores) if scores is not None else None
+    return [
+        Phrase(
+            text=name,
+            start=start,
+            end=end,
+            boxes=tuple(Box(*box) for box in boxes),
+            scores=tuple(score_lists[i]) if score_lists is not None else (),
+            colour=PALETTE[i % len(PALETTE)],
+        )
+        for i, (name, (start, end), boxes) in enumerate(entities)
+    ]
+
+
 @lru_cache(maxsize=8)
 def font(size: int) -> ImageFont.ImageFont:
     """PIL's bundled font at ``size`` pixels (a bitmap font where FreeType is missing)."""
