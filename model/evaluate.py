@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from grit_pipeline.assemble import select_grounding_spans
-from grit_pipeline.locations import Box, parse_grounded_caption
+from grit_pipeline.locations import NUM_PATCHES_PER_SIDE, Box, parse_grounded_caption, patch_token
 from grit_pipeline.model.checkpoint import load_training_config, resolve_checkpoint
 from grit_pipeline.model.data import IMAGE_COLUMNS, ImageFolder, collate
 from grit_pipeline.model.examples import IGNORE_INDEX, SkipRow, TextConfig, encode_text, make_example
@@ -155,7 +155,9 @@ def grounding_accuracy(model, processor, items: list[Referring], grid: int, batc
 
 
 def location_token_ids(processor) -> torch.Tensor:
-    ids = processor.tokenizer.convert_tokens_to_ids([f"<patch_index_{k:04d}>" for k in range(1024)])
+    """Token ids of all 1,024 ``<patch_index_NNNN>`` tokens the processor adds (P = 32 in the vocabulary)."""
+    count = NUM_PATCHES_PER_SIDE * NUM_PATCHES_PER_SIDE
+    ids = processor.tokenizer.convert_tokens_to_ids([patch_token(k) for k in range(count)])
     return torch.tensor(ids)
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from transformers import Kosmos2Config, Kosmos2ForConditionalGeneration
 
-from grit_pipeline.locations import NUM_PATCHES_PER_SIDE
+from grit_pipeline.locations import NUM_PATCHES_PER_SIDE, patch_token
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,7 @@ def init_image_projection(model: Kosmos2ForConditionalGeneration, std: float) ->
 @torch.no_grad()
 def init_location_embeddings(model: Kosmos2ForConditionalGeneration, tokenizer, grid: int) -> None:
     """Embeddings of ``<patch_index_k>`` for k < grid**2 as row vector + column vector."""
-    ids = tokenizer.convert_tokens_to_ids([f"<patch_index_{k:04d}>" for k in range(grid * grid)])
+    ids = tokenizer.convert_tokens_to_ids([patch_token(k) for k in range(grid * grid)])
     weight = model.get_input_embeddings().weight
     std = model.config.text_config.init_std
     columns = torch.randn(grid, weight.shape[1]) * std
