@@ -1,0 +1,46 @@
+"""Download, check, decode and resize images, on img2dataset's primitives, with guards.
+
+What comes from img2dataset: the X-Robots-Tag check (``is_disallowed``, same directives and user
+agent token) and the ``Resizer`` (decode with OpenCV, resize, re-encode). What is added here:
+
+- an address guard: every connection, the first one and each redirect, resolves the host and
+  refuses loopback, private, link-local (cloud metadata), shared, reserved and multicast addresses,
+  then connects to the address it checked, so a second DNS answer cannot slip past;
+- only ``http``/``https``, no proxies from the environment (a proxy would hide the real address);
+- a total time limit per attempt, a maximum download size and a maximum pixel count read from the
+  image header before anything is decoded (decompression bombs);
+- retries with exponential backoff for transient failures (timeouts, connection errors, 5xx, 429);
+- the sha256 of the downloaded bytes and the original width and height.
+
+Modules: ``config`` (options), ``results`` (what comes out), ``guard`` (addresses), ``download``
+(one URL, retries), ``decode`` (bytes -> image), ``pool`` (the ``Fetcher`` thread pool).
+"""
+
+from grit_pipeline.fetch.config import BOX_SAFE_RESIZE_MODES, TRANSIENT_REASONS, FetchConfig
+from grit_pipeline.fetch.decode import check_header, decode, decode_one, make_resizer, open_rgb
+from grit_pipeline.fetch.download import download, download_with_retries
+from grit_pipeline.fetch.guard import AddressPolicy, PrivateAddressError, build_opener, is_public_address
+from grit_pipeline.fetch.pool import Fetcher, fetch_one
+from grit_pipeline.fetch.results import FetchedImage, FetchError, FetchFailure
+
+__all__ = [
+    "BOX_SAFE_RESIZE_MODES",
+    "TRANSIENT_REASONS",
+    "AddressPolicy",
+    "FetchConfig",
+    "FetchError",
+    "FetchFailure",
+    "FetchedImage",
+    "Fetcher",
+    "PrivateAddressError",
+    "build_opener",
+    "check_header",
+    "decode",
+    "decode_one",
+    "download",
+    "download_with_retries",
+    "fetch_one",
+    "is_public_address",
+    "make_resizer",
+    "open_rgb",
+]

@@ -1,0 +1,51 @@
+"""The fetch stage's options (``FetchConfig``) and the reasons it treats as transient."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+# Resize modes that keep the whole picture: boxes normalised by the original size stay valid.
+# img2dataset's center_crop and border would move or cut the content the boxes point at.
+BOX_SAFE_RESIZE_MODES = ("no", "keep_ratio", "keep_ratio_largest")
+# Failures worth another attempt (and worth `grit build --retry-rejects` later).
+TRANSIENT_REASONS = frozenset(
+    {"timeout", "connection_error", "http_408", "http_429"} | {f"http_{c}" for c in range(500, 600)}
+)
+
+
+@dataclass(frozen=True)
+class FetchConfig:
+    """Download and image options (all recorded in the run manifest)."""
+
+    timeout_s: float = 10.0  # per attempt, whole response included
+    retries: int = 2  # extra attempts after a transient failure
+    backoff_s: float = 0.5  # wait before retry n is backoff_s * 2**n
+    thread_count: int = 32  # concurrent downloads per worker process
+    max_bytes: int = 32 * 2**20  # a photo above 32 MiB is almost surely not a web photo
+    # 50 Mpx: above any camera photo we want (8K UHD is 33 Mpx), far below a decompression bomb's gigapixels.
+    max_pixels: int = 50_000_000
+    allow_private_addresses: bool = False  # tests and private mirrors only
+    allowed_networks: tuple[str, ...] = ()  # CIDRs exempt from the guard, e.g. a private mirror's subnet
+    # As img2dataset: its token, so a site that blocks img2dataset blocks us too, and its directives.
+    user_agent_token: str = "img2dataset"
+    disallowed_header_directives: tuple[str, ...] = ("noai", "noimageai", "noindex", "noimageindex")
+    # Resize policy (img2dataset's options). Default: shortest side 512 when bigger, aspect kept,
+    # nothing cropped, so boxes normalised by the original size stay valid; Grounding DINO
+    # upsamples to 800 anyway and Kosmos-2 trains at 224.
+    image_size: int = 512
+    resize_mode: str = "keep_ratio"
+    resize_only_if_bigger: bool = True
+    encode_format: str = "jpg"
+    encode_quality: int = 95
+
+    def __post_init__(self) -> None:
+        if self.resize_mode not in BOX_SAFE_RESIZE_MODES:
+            raise ValueError(
+                f"resize mode {self.resize_mode!r} would crop or pad the image and break the boxes; "
+                f"use one of {', '.join(BOX_SAFE_RESIZE_MODES)}"
+            )
+        for network in self.allowed_networks:
+            ipaddress.ip_network(network)  # raises ValueError naming a malformed CIDR
+        if self.retries < 0 or self.timeout_s <= 0 or self.thread_count < 1:
+            raise ValueError("retries must be >= 0, timeout_s > 0 and thread_count >= 1")

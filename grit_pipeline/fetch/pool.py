@@ -1,0 +1,85 @@
+"""``Fetcher``: downloads and decodes in a thread pool per worker process, with bounded work in flight."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from grit_pipeline.fetch.config import FetchConfig
+from grit_pipeline.fetch.decode import decode_one, make_resizer
+from grit_pipeline.fetch.download import download_with_retries
+from grit_pipeline.fetch.guard import AddressPolicy, build_opener
+from grit_pipeline.fetch.results import FetchedImage, FetchError, FetchFailure
+
+
+def fetch_one(url: str, config: FetchConfig, opener, resizer, slots) -> FetchedImage | FetchFailure:
+    """Download (with retries), check and decode one URL; failures come back as values."""
+    try:
+        data = download_with_retries(url, config, opener)
+    except FetchError as err:
+        return err.failure
+    return decode_one(data, config, resizer, slots)
+
+
+@dataclass  # not frozen: it owns a thread pool
+class Fetcher:
+    """Downloads and decodes in a thread pool (OpenCV releases the GIL), with bounded work in flight.
+
+    ``submit(tag, url)`` (or ``submit_bytes`` for bytes in hand) returns the finished
+    ``(tag, FetchedImage | FetchFailure)`` pairs that are ready, blocking while too much is in
+    flight; ``drain()`` returns the rest.
+    """
+
+    config: FetchConfig
+    max_in_flight: int = 0  # 0: twice the thread count, as img2dataset's semaphore
+    _pending: dict[Future, Any] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        policy = AddressPolicy(self.config.allow_private_addresses, self.config.allowed_networks)
+        self._opener = build_opener(policy)
+        self._resizer = make_resizer(self.config)
+        self._pool = ThreadPoolExecutor(self.config.thread_count, thread_name_prefix="grit-fetch")
+        self._decode_slots = threading.BoundedSemaphore(max(1, len(os.sched_getaffinity(0))))
+        self.max_in_flight = self.max_in_flight or 2 * self.config.thread_count
+
+    def submit(self, tag: Any, url: str) -> list[tuple[Any, FetchedImage | FetchFailure]]:
+        return self._track(
+            tag,
+            self._pool.submit(fetch_one, url, self.config, self._opener, self._resizer, self._decode_slots),
+        )
+
+    def submit_bytes(
+        self, tag: Any, data: bytes, original_size=None
+    ) -> list[tuple[Any, FetchedImage | FetchFailure]]:
+        """Bytes already downloaded (img2dataset outputs): checked and decoded in the pool too."""
+        return self._track(
+            tag,
+            self._pool.submit(
+                decode_one, data, self.config, self._resizer, self._decode_slots, original_size
+            ),
+        )
+
+    def _track(self, tag: Any, future: Future) -> list[tuple[Any, FetchedImage | FetchFailure]]:
+        self._pending[future] = tag
+        if len(self._pending) >= self.max_in_flight:
+            wait(self._pending, return_when=FIRST_COMPLETED)
+        return [(self._pending.pop(f), f.result()) for f in [f for f in self._pending if f.done()]]
+
+    def drain(self) -> list[tuple[Any, FetchedImage | FetchFailure]]:
+        wait(self._pending)
+        done, self._pending = [(tag, f.result()) for f, tag in self._pending.items()], {}
+        return done
+
+    def fetch_all(self, items: Iterable[tuple[Any, str]]) -> list[tuple[Any, FetchedImage | FetchFailure]]:
+        """Everything at once (tests, benchmarks): results in completion order."""
+        results = []
+        for tag, url in items:
+            results += self.submit(tag, url)
+        return results + self.drain()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
