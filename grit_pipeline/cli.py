@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from grit_pipeline.errors import CommandError
+
 # name -> (module, one-line help). Order is the order of `grit --help`.
 COMMANDS: dict[str, tuple[str, str]] = {
     "build": (
@@ -34,10 +36,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("grit_pipeline.model.evaluate", "grounding accuracy, loss and perplexity of a checkpoint"),
     "predict": ("grit_pipeline.model.predict", "generate a grounded caption for one image"),
 }
-
-
-class CommandError(Exception):
-    """A user-facing error: printed as one line, exit status 2, no traceback."""
 
 
 def _build_parser(command: str | None) -> argparse.ArgumentParser:
