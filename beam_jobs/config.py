@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 from grit_pipeline.fetch import FetchConfig
 from grit_pipeline.grounding import DetectorConfig
-from grit_pipeline.io import InputConfig
+from grit_pipeline.inputs import InputConfig
 from grit_pipeline.text import TextConfig
 
 MODES = ("refuse", "incremental", "overwrite")

@@ -32,7 +32,7 @@ from grit_pipeline.beam_jobs.output_dir import (
 from grit_pipeline.beam_jobs.progress import LOGGER
 from grit_pipeline.fetch import TRANSIENT_REASONS
 from grit_pipeline.grounding import TINY_DETECTOR, DetectorConfig, DetectorUnavailableError, load_detector
-from grit_pipeline.io import InputConfig, InputError, keep_column_fields, list_input_files
+from grit_pipeline.inputs import InputConfig, InputError, keep_column_fields, list_input_files
 from grit_pipeline.locations import NUM_PATCHES_PER_SIDE
 from grit_pipeline.schemas import SHARD_SCHEMA, SHARD_SCHEMA_VERSION, list_shard_files, read_shard
 from grit_pipeline.text import PipelineNotFoundError, TextStage

@@ -13,7 +13,7 @@ import logging
 from grit_pipeline.beam_jobs.config import DEDUP_KEYS, MODES, BuildConfig
 from grit_pipeline.fetch import BOX_SAFE_RESIZE_MODES, FetchConfig
 from grit_pipeline.grounding import DEFAULT_DETECTOR, TINY_DETECTOR, DetectorConfig
-from grit_pipeline.io import INPUT_FORMATS, InputConfig
+from grit_pipeline.inputs import INPUT_FORMATS, InputConfig
 from grit_pipeline.text import MAX_CAPTION_CHARS, TextConfig
 
 # The tiny random detector's scores sit near 0.5 (see grounding.config), so the paper's 0.65

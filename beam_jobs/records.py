@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from grit_pipeline.fetch import FetchedImage
-from grit_pipeline.io import InputRow
+from grit_pipeline.inputs import InputRow
 from grit_pipeline.schemas import reject_row
 from grit_pipeline.text import ParsedCaption
 

@@ -1,6 +1,6 @@
 """The job's stages before grounding as Beam transforms: read, dedup, parse, fetch.
 
-Each DoFn adapts a plain function of grit_pipeline (``io.read_file``, ``TextStage.parse``,
+Each DoFn adapts a plain function of grit_pipeline (``inputs.read_file``, ``TextStage.parse``,
 ``fetch.Fetcher``); heavy state loads in ``setup()``. Every row leaves either on the main output or
 on the ``rejects`` output as a rejects row, and every DoFn reports its busy seconds on ``stats``.
 """
@@ -19,7 +19,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from grit_pipeline.beam_jobs.progress import tracker
 from grit_pipeline.beam_jobs.records import REJECTS, STATS, FileRead, Row, StageTime, rejected
 from grit_pipeline.fetch import FetchConfig, FetchedImage, Fetcher
-from grit_pipeline.io import InputConfig, read_file, read_retry_rows
+from grit_pipeline.inputs import InputConfig, read_file, read_retry_rows
 from grit_pipeline.text import TextConfig, TextStage
 
 

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from http_server import LoopbackServer, Route, jpeg_bytes
 
-from grit_pipeline.io import (
+from grit_pipeline.inputs import (
     InputConfig,
     InputError,
     file_format,
