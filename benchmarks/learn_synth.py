@@ -62,7 +62,7 @@ def evaluate_point(out: str, heldout: str) -> dict:
     model, processor, grid = load_checkpoint(out)
     text = TextConfig(p_grounded=1.0, image_mode="square", location_grid=grid)
     records = list(iter_records(heldout))
-    accuracy = grounding_accuracy(model, processor, referring_items(records, processor, text), grid)
+    accuracy = grounding_accuracy(model, processor, referring_items(records, text), grid)
     batches = eval_batches(records, processor, model.config.latent_query_num, text, 64)
     return {**accuracy, **lm_metrics(model, batches, location_token_ids(processor))}
 

@@ -1,8 +1,9 @@
 """`grit eval`: grounding accuracy at IoU >= 0.5, loss, perplexity and location-token loss of a checkpoint.
 
-Accuracy is measured as for RefCOCO in the paper: for each grounded expression of a held-out row,
-the prompt ``<grounding><phrase>{expression}</phrase>`` with the image resized to a square, greedy
-decoding, and a hit when the first generated box has IoU >= 0.5 with a true box of the expression.
+Accuracy is measured as for RefCOCO in the paper (``referring.py``): for each grounded expression
+of a held-out row, the prompt ``<grounding><phrase>{expression}</phrase>`` with the image resized
+to a square, greedy decoding with ``no_repeat_ngram_size=3``, and a hit when the first box generated
+for that phrase has IoU >= 0.5 with a true box of the expression.
 Next to it, two trivial baselines: the whole image, and the mean true box. Loss and perplexity are
 over every token after ``</image>`` of the grounded text; the location loss only over the
 ``<patch_index_NNNN>`` targets, also with the images shuffled across the batch (a model that
@@ -18,29 +19,19 @@ import random
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from itertools import groupby
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from grit_pipeline.assemble import select_grounding_spans
-from grit_pipeline.locations import NUM_PATCHES_PER_SIDE, Box, parse_grounded_caption, patch_token
+from grit_pipeline.locations import NUM_PATCHES_PER_SIDE, Box, patch_token
 from grit_pipeline.model.checkpoint import load_training_config, resolve_checkpoint
 from grit_pipeline.model.data import IMAGE_COLUMNS, ImageFolder, collate
-from grit_pipeline.model.examples import IGNORE_INDEX, SkipRow, TextConfig, encode_text, make_example
-from grit_pipeline.model.images import FULL_WINDOW, decode_image, render, to_pixel_values
+from grit_pipeline.model.examples import IGNORE_INDEX, SkipRow, TextConfig, make_example
+from grit_pipeline.model.referring import GenerationConfig, Query, answer, best_iou
 from grit_pipeline.schemas.reader import list_shard_files, read_shard
 from grit_pipeline.schemas.shard import spans_from_column
-
-
-@dataclass(frozen=True)
-class Referring:
-    """One referring expression of one image, with its true boxes (normalised, whole image)."""
-
-    pixel_values: np.ndarray
-    expression: str
-    boxes: tuple[Box, ...]
 
 
 @dataclass(frozen=True)
@@ -56,15 +47,27 @@ class Metrics:
 
 
 def load_checkpoint(path: str | Path):
-    """(model in eval mode, processor, location grid P) of a checkpoint or training output folder."""
+    """(model in eval mode, processor, location grid P) of a checkpoint, training output folder or hub id.
+
+    A folder of ours carries its grid in ``config.json`` (``location_grid``) and in
+    ``training_config.json``; anything else (``microsoft/kosmos-2-patch14-224``) uses P = 32.
+    """
     from transformers import Kosmos2ForConditionalGeneration
 
     from grit_pipeline.model.processor import load_processor
 
-    checkpoint = resolve_checkpoint(path)
-    model = Kosmos2ForConditionalGeneration.from_pretrained(checkpoint).eval()
-    grid = load_training_config(checkpoint).get("location_grid") or 32
-    return model, load_processor(str(checkpoint)), int(grid)
+    local = Path(path).exists()
+    checkpoint = resolve_checkpoint(path) if local else str(path)
+    try:
+        model = Kosmos2ForConditionalGeneration.from_pretrained(checkpoint).eval()
+        processor = load_processor(str(checkpoint))
+    except OSError as err:
+        raise OSError(f"cannot load the checkpoint {path}: {str(err).splitlines()[0]}") from err
+    except Exception as err:  # a truncated or corrupt weights file raises the reader's own error types
+        raise ValueError(f"cannot load the checkpoint {path} (truncated or corrupt?): {err}") from err
+    saved = load_training_config(checkpoint) if local else {}
+    grid = getattr(model.config, "location_grid", None) or saved.get("location_grid") or NUM_PATCHES_PER_SIDE
+    return model, processor, int(grid)
 
 
 def iter_records(data: str, images: str | None = None, limit: int | None = None) -> Iterator[dict]:
@@ -84,10 +87,8 @@ def iter_records(data: str, images: str | None = None, limit: int | None = None)
             yield {**row, "image": data_bytes}
 
 
-def referring_items(records, processor, text: TextConfig) -> list[Referring]:
-    """Every grounded expression (after threshold and containment) of ``records``, image squared."""
-    mean, std = processor.image_processor.image_mean, processor.image_processor.image_std
-    size = int(processor.image_processor.crop_size["height"])
+def referring_items(records, text: TextConfig) -> list[Query]:
+    """Every grounded expression (after threshold and containment) of ``records``, as a query."""
     items = []
     for row in records:
         if not row.get("image"):
@@ -96,61 +97,28 @@ def referring_items(records, processor, text: TextConfig) -> list[Referring]:
         boxes: dict[tuple[int, int], list[Box]] = defaultdict(list)
         for span in spans:
             boxes[(span.start, span.end)].append(span.box)
-        if not boxes:
-            continue
-        pixels = to_pixel_values(render(decode_image(row["image"]), FULL_WINDOW, size), mean, std)
         for (start, end), span_boxes in boxes.items():
-            items.append(Referring(pixels, row["caption"][start:end], tuple(span_boxes)))
+            key = f"{row.get('key')}:{start}-{end}"
+            items.append(Query(key, row["image"], "", row["caption"][start:end], tuple(span_boxes)))
     return items
 
 
-def _hit(predicted: tuple[float, ...] | None, truth: tuple[Box, ...]) -> bool:
-    return predicted is not None and max(Box(*predicted).iou(b) for b in truth) >= 0.5
-
-
-@torch.no_grad()
-def predicted_boxes(model, processor, items: list[Referring], grid: int, batch_size: int = 64) -> list:
-    """The first generated box of each item (None when no box was generated), by greedy decoding."""
-    num_slots = model.config.latent_query_num
-    prompts = [f"<grounding><phrase>{item.expression}</phrase>" for item in items]
-    encoded = [encode_text(processor.tokenizer, p, num_slots, 10_000, add_eos=False) for p in prompts]
-    order = sorted(range(len(items)), key=lambda i: len(encoded[i][0]))
-    results: list = [None] * len(items)
-    # Same-length prompts batch without padding, so greedy decoding needs no left-padding care.
-    for _, group in groupby(order, key=lambda i: len(encoded[i][0])):
-        group = list(group)
-        for start in range(0, len(group), batch_size):
-            chunk = group[start : start + batch_size]
-            ids = torch.tensor([encoded[i][0] for i in chunk])
-            generated = model.generate(
-                pixel_values=torch.from_numpy(np.stack([items[i].pixel_values for i in chunk])),
-                input_ids=ids,
-                attention_mask=torch.ones_like(ids),
-                image_embeds_position_mask=torch.tensor([encoded[i][1] for i in chunk]),
-                max_new_tokens=8,
-                do_sample=False,
-            )
-            for i, row in zip(chunk, generated):
-                text = prompts[i] + processor.tokenizer.decode(row[ids.shape[1] :], skip_special_tokens=False)
-                _, entities = parse_grounded_caption(text.split("</s>")[0], grid)
-                results[i] = entities[0][2][0] if entities and entities[0][2] else None
-    return results
-
-
-def grounding_accuracy(model, processor, items: list[Referring], grid: int, batch_size: int = 64) -> dict:
+def grounding_accuracy(
+    model, processor, items: list[Query], grid: int, generation: GenerationConfig | None = None
+) -> dict:
     """Accuracy at IoU >= 0.5 and the whole-image / mean-box baselines."""
     if not items:
         raise ValueError(
             "no grounded expressions to evaluate (no rows with an image and a box above threshold)"
         )
-    predictions = predicted_boxes(model, processor, items, grid, batch_size)
-    truth = [item.boxes for item in items]
+    predictions = answer(model, processor, items, grid, generation or GenerationConfig())
+    truth = [item.truth for item in items]
     mean_box = tuple(np.mean([b[0].as_tuple() for b in truth], axis=0).tolist())
     return {
-        "accuracy": float(np.mean([_hit(p, t) for p, t in zip(predictions, truth)])),
+        "accuracy": float(np.mean([p.hit for p in predictions])),
         "expressions": len(items),
-        "baseline_whole_image": float(np.mean([_hit((0.0, 0.0, 1.0, 1.0), t) for t in truth])),
-        "baseline_mean_box": float(np.mean([_hit(mean_box, t) for t in truth])),
+        "baseline_whole_image": float(np.mean([best_iou((0.0, 0.0, 1.0, 1.0), t) >= 0.5 for t in truth])),
+        "baseline_mean_box": float(np.mean([best_iou(mean_box, t) >= 0.5 for t in truth])),
     }
 
 
@@ -217,9 +185,8 @@ def evaluate(checkpoint: str, data: str, images: str | None, max_rows: int, batc
         max_length=saved.get("max_length", 256),
     )
     records = list(iter_records(data, images, max_rows))
-    accuracy = grounding_accuracy(
-        model, processor, referring_items(records, processor, text), grid, batch_size
-    )
+    generation = GenerationConfig(batch_size=batch_size)
+    accuracy = grounding_accuracy(model, processor, referring_items(records, text), grid, generation)
     batches = eval_batches(records, processor, model.config.latent_query_num, text, batch_size)
     return Metrics(**accuracy, **lm_metrics(model, batches, location_token_ids(processor)))
 

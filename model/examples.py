@@ -1,8 +1,8 @@
 """One shard row -> one model example: image window, grounded or plain text, ids, masks, labels.
 
-Text follows GRIT_SPEC.md section 3: ``ref_exps`` (or ``noun_chunks``) above the score threshold
-after the containment filter, boxes re-projected into the crop, used grounded with probability
-``p_grounded``, else as the plain caption. The sequence is
+Text follows GRIT_SPEC.md section 3: ``ref_exps`` (or ``noun_chunks``) above the score threshold,
+boxes re-projected into the crop, then the containment filter (the original's order), used
+grounded with probability ``p_grounded``, else as the plain caption. The sequence is
 ``<s> <image> (latent_queries slots) </image> text </s>``, exactly what ``Kosmos2Processor`` builds
 (plus ``</s>``); labels are the ids with -100 on ``<s>``, ``<image>``, the slots and ``</image>``
 (and on padding, added by the collator), so the loss covers everything after ``</image>``.
@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from grit_pipeline.assemble import select_grounding_spans
 from grit_pipeline.locations import render_grounded_caption
 from grit_pipeline.model.images import decode_image, render, to_pixel_values, window_for
-from grit_pipeline.schemas.shard import spans_from_column
+from grit_pipeline.schemas.shard import GroundedSpan, spans_from_column
 
 IGNORE_INDEX = -100  # positions without loss, as transformers' cross-entropy expects
 
@@ -60,6 +60,20 @@ class SkipRow(ValueError):
     """A row that cannot become an example (no image, undecodable, tags in the caption)."""
 
 
+def visible_spans(column, window, min_score: float) -> list[GroundedSpan]:
+    """Spans above ``min_score`` with their boxes projected into ``window`` (under 20 % visible: dropped).
+
+    The containment filter runs after this, as in the original loader (threshold, crop, then
+    containment): an expression whose container was cropped away is kept.
+    """
+    visible = []
+    for span in spans_from_column(column):
+        projected = window.project(span.box) if span.score >= min_score else None
+        if projected is not None and projected.is_valid():
+            visible.append(replace(span, box=projected))
+    return visible
+
+
 def form_text(row: dict, window, config: TextConfig, rng: random.Random) -> str:
     """The training text of a row: grounded (with location tokens) or the plain caption."""
     caption = row["caption"]
@@ -68,10 +82,8 @@ def form_text(row: dict, window, config: TextConfig, rng: random.Random) -> str:
     if rng.random() >= config.p_grounded:
         return caption
     boxes_by_span: dict[tuple[int, int], list] = defaultdict(list)
-    for span in select_grounding_spans(spans_from_column(row.get(config.spans_column)), config.min_score):
-        projected = window.project(span.box)
-        if projected is not None and projected.is_valid():
-            boxes_by_span[(span.start, span.end)].append(projected)
+    for span in select_grounding_spans(visible_spans(row.get(config.spans_column), window, config.min_score)):
+        boxes_by_span[(span.start, span.end)].append(span.box)
     spans = [(start, end, boxes) for (start, end), boxes in boxes_by_span.items()]
     if not spans:  # nothing survived threshold and crop: the caption is still a plain example
         return caption

@@ -59,7 +59,9 @@ PRESETS: dict[str, ModelPreset] = {
         text_layers=3,
         text_heads=4,
         text_ffn=512,
-        latent_queries=16,
+        # 64 as in Kosmos-2: Kosmos2Processor inserts 64 image slots unless told otherwise, and that
+        # number cannot be saved with the processor, so any other count breaks the standard call.
+        latent_queries=64,
         max_positions=256,
         dropout=0.0,  # a tiny model on an endless synthetic stream does not overfit
         tokenizer_vocab=512,
@@ -139,7 +141,13 @@ def build_config(preset: ModelPreset, tokenizer) -> Kosmos2Config:
         "image_size": preset.image_size,
         "patch_size": preset.patch_size,
     }
-    return Kosmos2Config(text_config=text, vision_config=vision, latent_query_num=preset.latent_queries)
+    # location_grid is an extra field of config.json, so plain transformers users can read P there.
+    return Kosmos2Config(
+        text_config=text,
+        vision_config=vision,
+        latent_query_num=preset.latent_queries,
+        location_grid=preset.location_grid,
+    )
 
 
 @torch.no_grad()

@@ -206,6 +206,7 @@ def train(
     else:
         processor, model, grid = build_processor_and_model(config)
         config = replace(config, location_grid=grid)
+        model.config.location_grid = grid  # in config.json too, for users of plain transformers
     model.to(dist.device()).train()
 
     # 2. optimizer and schedule

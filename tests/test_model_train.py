@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -52,11 +53,8 @@ def test_checkpoints_load_with_plain_transformers(run, corpus):
     # The reloaded pair runs the processor's own inputs, and saving again round-trips the weights.
     image = Image.new("RGB", (40, 32), (10, 200, 10))
     inputs = processor(
-        text=["<grounding><phrase>a green square</phrase>"],
-        images=[image],
-        num_image_tokens=16,
-        return_tensors="pt",
-    )
+        text=["<grounding><phrase>a green square</phrase>"], images=[image], return_tensors="pt"
+    )  # the standard call: as many image slots as the model has latent queries
     with torch.no_grad():
         logits = model(**inputs).logits
     clone_dir = checkpoint.parent / "clone"
@@ -65,6 +63,37 @@ def test_checkpoints_load_with_plain_transformers(run, corpus):
     with torch.no_grad():
         assert torch.equal(clone(**inputs).logits, logits)
     shutil.rmtree(clone_dir)
+
+
+def readme_snippet() -> str:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    marker = "<!-- plain-transformers snippet"
+    return readme[readme.index(marker) :].split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_snippet_runs_a_checkpoint_with_plain_transformers(run, tmp_path, capsys):
+    """The README's code, verbatim but for the paths: the processor's own call, boxes on the tiny grid."""
+    from grit_pipeline.locations import parse_grounded_caption
+
+    config, _ = run
+    Image.new("RGB", (32, 32), (200, 20, 20)).save(tmp_path / "img.png")
+    # A prompt holding one grounded phrase: its box must decode on the checkpoint's grid (P = 8).
+    grounded = "<grounding><phrase>a red circle</phrase><object><patch_index_0009><patch_index_0018></object>"
+    code = readme_snippet()
+    assert 'prompt = "<grounding><phrase>a red circle</phrase>"' in code
+    code = code.replace("run/checkpoint-6000", str(resolve_checkpoint(config.out)))
+    code = code.replace("img.png", str(tmp_path / "img.png"))
+    code = code.replace('prompt = "<grounding><phrase>a red circle</phrase>"', f"prompt = {grounded!r}")
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["grid"] == 8
+    assert (
+        namespace["inputs"]["image_embeds_position_mask"].sum() == namespace["model"].config.latent_query_num
+    )
+    # cells 9 and 18 of an 8 x 8 grid: (1, 1) and (2, 2), centres 1.5/8 and 2.5/8
+    assert namespace["entities"][0] == ("a red circle", (0, 12), [(0.1875, 0.1875, 0.3125, 0.3125)])
+    assert namespace["entities"] == parse_grounded_caption(namespace["text"].split("</image>")[-1], 8)[1]
+    assert capsys.readouterr().out.startswith("a red circle")
 
 
 def test_resuming_gives_the_same_next_step_loss(run, tmp_path):
@@ -129,3 +158,55 @@ def test_eval_and_predict_commands(run, corpus, tmp_path, capsys):
 def test_train_command_reports_bad_input(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_eval_accuracy_matches_hand_counted_hits(run):
+    """Accuracy through the real model and generation loop, its answer fixed by constraining decoding.
+
+    A 5-step model generates no boxes, so the continuation is constrained (``prefix_allowed_tokens_fn``,
+    the real generate loop) to one known box; accuracy is then known by hand: 3 of 4 true boxes are it.
+    """
+    from transformers import Kosmos2ForConditionalGeneration
+
+    from grit_pipeline.locations import Box
+    from grit_pipeline.model.evaluate import grounding_accuracy, load_checkpoint
+    from grit_pipeline.model.referring import Query
+
+    config, _ = run
+    model, processor, grid = load_checkpoint(config.out)
+    tokens = ["<object>", "<patch_index_0009>", "<patch_index_0018>", "</object>"]
+    script = processor.tokenizer.convert_tokens_to_ids(tokens)
+
+    class Constrained(Kosmos2ForConditionalGeneration):
+        def generate(self, *args, **kwargs):
+            start = kwargs["input_ids"].shape[1]
+
+            def allowed(_, ids):
+                step = len(ids) - start
+                return [script[step]] if step < len(script) else [processor.tokenizer.eos_token_id]
+
+            return super().generate(*args, prefix_allowed_tokens_fn=allowed, **kwargs)
+
+    model.__class__ = Constrained
+    png = _png_bytes()
+    answer_box = Box(0.1875, 0.1875, 0.3125, 0.3125)  # cells 9 and 18 of P = 8, at their centres
+    near = Box(0.1875, 0.1875, 0.3125, 0.40)  # IoU 0.015625 / 0.0265625 = 0.59: a hit
+    far = Box(0.6, 0.6, 0.9, 0.9)
+    items = [
+        Query("a", png, "", "a red circle", (answer_box,)),
+        Query("b", png, "", "a blue square", (far, near)),  # any true box counts
+        Query("c", png, "", "a green circle", (answer_box,)),
+        Query("d", png, "", "a red square", (far,)),
+    ]
+    assert grid == 8
+    metrics = grounding_accuracy(model, processor, items, grid)
+    assert metrics["accuracy"] == 0.75 and metrics["expressions"] == 4
+    assert metrics["baseline_whole_image"] == 0.0
+
+
+def _png_bytes() -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 20, 20)).save(buffer, format="PNG")
+    return buffer.getvalue()
