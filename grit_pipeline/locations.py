@@ -100,6 +100,19 @@ def box_to_tokens(box: Box | Sequence[float], num_patches: int = NUM_PATCHES_PER
     return patch_token(ul) + patch_token(lr)
 
 
+def strip_offsets(text: str, start: int, end: int) -> tuple[int, int]:
+    """``[start, end)`` moved inwards past the whitespace at the edges of ``text[start:end]``.
+
+    The one rule for spans and phrases: they never start or end with whitespace. The arithmetic is
+    transformers' ``_cleanup_spaces``, so a whitespace-only range comes back with ``end < start``.
+
+    >>> strip_offsets("  a dog  on grass", 0, 9)
+    (2, 7)
+    """
+    piece = text[start:end]
+    return start + len(piece) - len(piece.lstrip()), end - (len(piece) - len(piece.rstrip()))
+
+
 def render_grounded_caption(
     caption: str,
     spans: Sequence[tuple[int, int, Sequence[Box | Sequence[float]]]],
@@ -108,9 +121,10 @@ def render_grounded_caption(
     """Kosmos-2 grounded text: each span's caption text in ``<phrase>`` tags followed by its boxes.
 
     ``spans`` holds ``(start, end, boxes)`` with character offsets into ``caption``; spans without
-    boxes are left as plain text. Raises ValueError on overlapping, out-of-range or whitespace-only
-    spans, and on
-    captions holding ``<`` or ``>``, which the Kosmos-2 format cannot carry.
+    boxes are left as plain text. Whitespace at a span's edges (possible in GRIT-20M rows) is left
+    outside its ``<phrase>`` tags, so a phrase never starts or ends with whitespace. Raises ValueError
+    on overlapping, out-of-range or whitespace-only spans, and on captions holding ``<`` or ``>``,
+    which the Kosmos-2 format cannot carry.
 
     >>> render_grounded_caption("a dog on grass", [(0, 5, [(0.1, 0.2, 0.5, 0.9)])])
     '<grounding><phrase>a dog</phrase><object><patch_index_0195><patch_index_0912></object> on grass'
@@ -128,9 +142,10 @@ def render_grounded_caption(
             raise ValueError(f"span ({start}, {end}) holds only whitespace, which cannot be a phrase")
         if start < cursor:
             raise ValueError(f"span ({start}, {end}) overlaps the span before it (which ends at {cursor})")
+        phrase_start, phrase_end = strip_offsets(caption, start, end)
         objects = DELIMITER.join(box_to_tokens(box, num_patches) for box in boxes)
-        parts += [caption[cursor:start], PHRASE_OPEN, caption[start:end], PHRASE_CLOSE]
-        parts += [OBJECT_OPEN, objects, OBJECT_CLOSE]
+        parts += [caption[cursor:phrase_start], PHRASE_OPEN, caption[phrase_start:phrase_end], PHRASE_CLOSE]
+        parts += [OBJECT_OPEN, objects, OBJECT_CLOSE, caption[phrase_end:end]]
         cursor = end
     parts.append(caption[cursor:])
     return "".join(parts)
@@ -174,10 +189,9 @@ def parse_grounded_caption(text: str, num_patches: int = NUM_PATCHES_PER_SIDE) -
         else:
             start = end = match.start(0)
             named = [(f"<patch_index_{ul}><patch_index_{lr}>", [box]) for (ul, lr), box in zip(pairs, boxes)]
-        clean_start, clean_end = _clean_length(text[:start]), _clean_length(text[:end])
+        clean_start, clean_end = _clean_length(text[:start]) - leading, _clean_length(text[:end]) - leading
         for name, name_boxes in named:
-            lead = len(name) - len(name.lstrip())
-            trail = len(name) - len(name.rstrip())
-            span = (clean_start - leading + lead, clean_end - leading - trail)
+            lead, kept_end = strip_offsets(name, 0, len(name))
+            span = (clean_start + lead, clean_end - (len(name) - kept_end))
             entities.append((name.strip(), span, name_boxes))
     return raw_text.strip(), entities

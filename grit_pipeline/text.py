@@ -1,7 +1,10 @@
 """The text stage: noun chunks, the abstract-noun filter, referring expressions and containment.
 
-Everything is a character span into the original caption (Python string offsets, so code points,
-not bytes: non-ASCII captions need no special handling). GRIT_SPEC.md section 1 gives the rules:
+Everything is a character span into the caption exactly as given (Python string offsets, so code
+points, not bytes: non-ASCII captions need no special handling). The caption is stored as given, not
+normalised, so the offsets point into the stored caption; a span never starts or ends with
+whitespace (spaCy keeps runs of spaces and newlines as tokens, which can sit at a chunk's or a
+subtree's edge: they are trimmed off). GRIT_SPEC.md section 1 gives the rules:
 
 1. noun chunks are spaCy's ``doc.noun_chunks``;
 2. a chunk whose root lemma (lower-cased) is in the abstract-noun list is dropped;
@@ -15,6 +18,8 @@ import importlib.util
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from grit_pipeline.locations import strip_offsets
 
 # The abstract nouns published by the Kosmos-2 authors. "image" and the like are deliberately absent.
 ABSTRACT_NOUNS: frozenset[str] = frozenset(
@@ -64,6 +69,11 @@ class CharSpan:
     def contains(self, other: CharSpan) -> bool:
         """True when this span covers ``other`` and is not the same span."""
         return self.start <= other.start and self.end >= other.end and self != other
+
+
+def stripped_span(caption: str, start: int, end: int) -> CharSpan:
+    """The span ``[start, end)`` of ``caption`` without the whitespace at its edges."""
+    return CharSpan(*strip_offsets(caption, start, end))
 
 
 @dataclass(frozen=True)
@@ -152,21 +162,27 @@ def pipeline_provenance(nlp) -> dict:
     }
 
 
+def _is_edge(token) -> bool:
+    return token.dep_ in _EDGE_DEPS or token.is_space
+
+
 def expand_chunk(doc, chunk) -> CharSpan:
     """The referring expression of a noun chunk: its root's subtree, unless the root has conjuncts."""
     root = chunk.root
     if root.conjuncts:
-        return CharSpan(chunk.start_char, chunk.end_char)
+        return stripped_span(doc.text, chunk.start_char, chunk.end_char)
     first, last = root.left_edge.i, root.right_edge.i
     # Our addition to the published rule: a dangling coordinator or punctuation at either edge of the
-    # subtree ("a crepe and", "a dog ,") is trimmed, never cutting into the noun chunk itself.
-    while first < chunk.start and doc[first].dep_ in _EDGE_DEPS:
+    # subtree ("a crepe and", "a dog ,") is trimmed, never cutting into the noun chunk itself;
+    # whitespace tokens are trimmed with them so they cannot shield one ("a dog ,\n").
+    while first < chunk.start and _is_edge(doc[first]):
         first += 1
-    while last >= chunk.end and doc[last].dep_ in _EDGE_DEPS:
+    while last >= chunk.end and _is_edge(doc[last]):
         last -= 1
     expression = doc[first : last + 1]
     # A subtree is contiguous in a projective parse; keep the chunk inside it either way.
-    return CharSpan(min(expression.start_char, chunk.start_char), max(expression.end_char, chunk.end_char))
+    start, end = min(expression.start_char, chunk.start_char), max(expression.end_char, chunk.end_char)
+    return stripped_span(doc.text, start, end)
 
 
 def containment_filter(spans: Iterable[CharSpan]) -> tuple[list[CharSpan], list[Dropped]]:
@@ -190,7 +206,7 @@ def parse_doc(doc, abstract_nouns: frozenset[str] = ABSTRACT_NOUNS) -> ParsedCap
     caption = doc.text
     chunks, ref_exps, dropped = [], [], []
     for chunk in doc.noun_chunks:
-        span = CharSpan(chunk.start_char, chunk.end_char)
+        span = stripped_span(caption, chunk.start_char, chunk.end_char)
         if chunk.root.lemma_.lower() in abstract_nouns or chunk.root.text.lower() in abstract_nouns:
             dropped.append(Dropped(span, "abstract_noun"))
             continue

@@ -74,3 +74,32 @@ def test_grounded_caption_from_grit20m_rows():
     assert [(name, span) for name, span, _ in entities] == [(caption, (0, 66))]
     assert grounded_caption_from_rows(caption, rows, min_score=0.7).count("<phrase>") == 1
     assert grounded_caption_from_rows(caption, None) == "<grounding>" + caption
+
+
+def test_whitespace_in_a_caption_stays_out_of_stored_spans_and_phrases(nlp):
+    import re
+
+    from grit_pipeline.shards.checks import row_problems
+    from grit_pipeline.text import TextStage
+
+    caption = "  a dog  on\n\nthe grass  "  # stored as given; spans and phrases trimmed
+    parsed = TextStage(nlp=nlp).parse([caption])[0]
+    assembled = assemble_spans(parsed, GroundingResult(boxes=tuple((DOG,) for _ in parsed.noun_chunks)))
+    stored = [
+        caption[s.start : s.end]
+        for c in (assembled.noun_chunks, assembled.ref_exps)
+        for s in spans_from_column(c)
+    ]
+    assert stored and all(text == text.strip() for text in stored)
+    phrases = re.findall(r"<phrase>(.*?)</phrase>", assembled.grounded_caption, re.S)
+    assert phrases == ["a dog  on\n\nthe grass"]
+    row = {
+        "key": "k",
+        "caption": caption,
+        "noun_chunks": assembled.noun_chunks,
+        "ref_exps": assembled.ref_exps,
+    }
+    assert (
+        row_problems({**row, "grounded_caption": assembled.grounded_caption}, check_grounded_caption=True)
+        == []
+    )

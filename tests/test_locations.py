@@ -15,6 +15,7 @@ from grit_pipeline.locations import (
     cells_to_box,
     parse_grounded_caption,
     render_grounded_caption,
+    strip_offsets,
 )
 
 
@@ -132,6 +133,7 @@ def test_render_then_parse_returns_spans_and_boxes(example):
     caption, spans = example
     text = render_grounded_caption(caption, spans)
     assert text.startswith("<grounding>")
+    assert all(p == p.strip() for p in re.findall(r"<phrase>(.*?)</phrase>", text, re.S))
     clean, entities = parse_grounded_caption(text)
     assert clean == caption.strip()
     shift = len(caption) - len(caption.lstrip())
@@ -160,6 +162,27 @@ def test_render_orders_spans_and_rejects_overlaps():
     with pytest.raises(ValueError, match="'<' or '>'"):
         render_grounded_caption("a <b> tag", [(0, 1, [box])])
     assert render_grounded_caption(caption, [(0, 5, [])]) == "<grounding>" + caption
+
+
+def test_whitespace_at_span_edges_stays_outside_the_phrase():
+    # A GRIT-20M row may hold spans such as '  a dog' or 'the grass\n': the tags wrap the words only.
+    caption = "  a dog  on the grass\n"
+    box = (0.1, 0.1, 0.4, 0.4)
+    text = render_grounded_caption(caption, [(0, 7, [box]), (12, 22, [box])])
+    tokens = "<object><patch_index_0099><patch_index_0396></object>"
+    assert text == f"<grounding>  <phrase>a dog</phrase>{tokens}  on <phrase>the grass</phrase>{tokens}\n"
+    assert [(name, span) for name, span, _ in parse_grounded_caption(text)[1]] == [
+        ("a dog", (0, 5)),
+        ("the grass", (10, 19)),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "start", "end", "expected"),
+    [("  a dog  on", 0, 9, (2, 7)), ("a dog", 0, 5, (0, 5)), ("a \n\t", 1, 4, (4, 1)), ("", 0, 0, (0, 0))],
+)
+def test_strip_offsets(text, start, end, expected):
+    assert strip_offsets(text, start, end) == expected
 
 
 def _normalise_whitespace(text: str) -> str:

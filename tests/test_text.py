@@ -3,6 +3,8 @@
 import importlib.util
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from grit_pipeline import text
 from grit_pipeline.text import (
@@ -178,3 +180,53 @@ def test_pipeline_from_a_path(nlp, tmp_path):
     loaded = load_pipeline(str(tmp_path / "pipeline"))
     caption = "a dog on the grass"
     assert TextStage(nlp=loaded).parse([caption]) == TextStage(nlp=nlp).parse([caption])
+
+
+def _all_spans(parsed):
+    """Every span the stage hands on: kept chunks, expressions with their chunks, and dropped ones."""
+    spans = list(parsed.noun_chunks) + [s for r in parsed.ref_exps for s in (r.span, r.chunk)]
+    return spans + [r.span for r in parsed.kept_ref_exps] + [d.span for d in parsed.dropped]
+
+
+@pytest.mark.parametrize(
+    "caption",
+    [
+        "  a dog on the grass  ",  # the issue's '  a dog' and 'the grass  '
+        "a dog\non the grass\n",
+        " \t a red  ball  in   the  park ",
+        "a dog ,  \n on the grass ,\n\n",  # whitespace behind a dangling comma
+        "\n\nthe cat \n and  \n the dog \n",
+        "\u00a0a dog\u3000on the grass\u00a0",  # no-break and ideographic spaces are whitespace too
+    ],
+)
+def test_spans_never_start_or_end_with_whitespace(stage, caption):
+    parsed = stage.parse([caption])[0]
+    assert parsed.caption == caption  # stored as given: offsets point into the caption unchanged
+    assert parsed.noun_chunks
+    for span in _all_spans(parsed):
+        assert span.text(caption) == span.text(caption).strip() != "", (caption, span)
+
+
+# Captions of real words joined by any whitespace, with whitespace at either end.
+_WORDS = ["a", "the", "dog", "red", "ball", "in", "park", "and", "cat", "on", "grass", ",", "two", "dogs"]
+_GAPS = st.sampled_from([" ", "  ", "\n", "\t", " \n ", "\n\n", "\u00a0", "   \t"])
+
+
+@st.composite
+def spaced_captions(draw):
+    words = draw(st.lists(st.sampled_from(_WORDS), min_size=1, max_size=12))
+    gaps = [draw(_GAPS) for _ in words]
+    edges = draw(st.tuples(st.sampled_from(["", " ", "\n", "  \t"]), st.sampled_from(["", " ", "\n", "\t "])))
+    return edges[0] + "".join(w + g for w, g in zip(words, gaps)).rstrip(" ") + edges[1]
+
+
+@given(spaced_captions())
+@settings(max_examples=150, deadline=None)
+def test_any_whitespace_gives_spans_without_edge_whitespace(stage, caption):
+    parsed = stage.parse([caption])[0]
+    assert parsed.caption == caption
+    for span in _all_spans(parsed):
+        assert 0 <= span.start < span.end <= len(caption)
+        assert span.text(caption) == span.text(caption).strip(), (caption, span)
+    for ref in parsed.ref_exps:
+        assert ref.span.start <= ref.chunk.start and ref.chunk.end <= ref.span.end
