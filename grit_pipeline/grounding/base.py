@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from PIL import Image
+
+if TYPE_CHECKING:
+    from grit_pipeline.grounding.preprocess import PreparedImage
 
 from grit_pipeline.grounding.config import NO_BOX_ABOVE_THRESHOLD
 from grit_pipeline.locations import Box
@@ -23,9 +26,12 @@ class ScoredBox:
 
 @dataclass(frozen=True)
 class GroundingRequest:
-    """One image, its caption (the detector's prompt) and the noun-chunk spans to ground in it."""
+    """One image, its caption (the detector's prompt) and the noun-chunk spans to ground in it.
 
-    image: Image.Image
+    ``image`` is a PIL image, or (hf backend) a ``preprocess.PreparedImage`` already resized for it.
+    """
+
+    image: Image.Image | PreparedImage
     caption: str
     spans: tuple[CharSpan, ...]
 
@@ -56,6 +62,10 @@ class Detector(Protocol):
 
     def ground(self, requests: Sequence[GroundingRequest]) -> list[GroundingResult]:
         """One result per request, in order."""
+        ...
+
+    def image_from_bytes(self, data: bytes):
+        """Encoded bytes -> the image in the form ``ground`` takes fastest (a request's ``image``)."""
         ...
 
     def provenance(self) -> dict:

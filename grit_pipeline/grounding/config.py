@@ -11,11 +11,15 @@ DEFAULT_DETECTOR = "IDEA-Research/grounding-dino-tiny"
 TINY_DETECTOR = "tiny-random"
 
 BACKENDS = ("hf", "groundingdino")
+# What the build's detector looks at: the image as downloaded, decoded at (about) the processor's
+# size, or the stored copy (resized by the fetch stage, e.g. shortest side 512, upsampled again).
+IMAGE_SOURCES = ("source", "stored")
 
 # Reason codes, stored in rejects rows and ``GroundingResult.span_errors``.
 NO_BOX_ABOVE_THRESHOLD = "no_box_above_threshold"
 OVER_TOKEN_LIMIT = "over_token_limit"
 SPAN_HAS_NO_TOKENS = "span_has_no_tokens"
+GROUNDING_ERROR = "grounding_error"  # an exception while grounding this one image (error text kept)
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,12 @@ class DetectorConfig:
     min_box_side: float = 1e-4
     # Passed to from_pretrained: never touch the network, even for a hub id (HF_HUB_OFFLINE also works).
     local_files_only: bool = False
+    # Processed image sides are rounded to this many pixels, so that images fall into few shapes and
+    # same-shape batches fill (batches are never padded: see grounding.preprocess). 1: exact sizes.
+    size_multiple: int = 32
+    image_source: str = "source"  # see IMAGE_SOURCES
+    # torch's intra-op threads in each worker process; 0 leaves torch's default (every core).
+    threads: int = 0
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -57,6 +67,12 @@ class DetectorConfig:
             raise ValueError(f"max_text_tokens must be in (2, 256], got {self.max_text_tokens}")
         if not 0.0 < self.min_box_side < 1.0:
             raise ValueError(f"min_box_side must be in (0, 1), got {self.min_box_side}")
+        if self.size_multiple < 1:
+            raise ValueError(f"size_multiple must be >= 1, got {self.size_multiple}")
+        if self.image_source not in IMAGE_SOURCES:
+            raise ValueError(f"image_source must be one of {IMAGE_SOURCES}, got {self.image_source!r}")
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0 (0: torch's default), got {self.threads}")
         if self.cuda_dtype not in ("bfloat16", "float16", "float32"):
             raise ValueError(f"cuda_dtype must be bfloat16, float16 or float32, got {self.cuda_dtype!r}")
 
@@ -69,8 +85,11 @@ class DetectorConfig:
             "nms_iou": self.nms_iou,
             "max_text_tokens": self.max_text_tokens,
             "min_box_side": self.min_box_side,
+            "detector_size_multiple": self.size_multiple,
+            "detector_image": self.image_source,
             "span_scoring": "mean token probability over the span's tokens",
             "nms": "class-agnostic, all spans of an image",
+            "batching": "one processed image shape per batch, never padded",
         }
 
 

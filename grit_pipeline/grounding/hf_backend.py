@@ -1,7 +1,8 @@
 """The default backend: transformers' ``GroundingDinoForObjectDetection`` with span scoring.
 
-Images are batched (the image processor pads them and passes a pixel mask; the text is padded to
-the longest prompt of the batch). On CUDA the forward runs under bf16 (or fp16) autocast and a
+Images are prepared by ``preprocess`` (resized to a size bucket, normalised per batch on the
+model's device) and batched by processed shape only, never padded (the text is padded to the
+longest prompt of the batch, which the attention mask hides). On CUDA the forward runs under bf16 (or fp16) autocast and a
 batch that runs out of memory is halved and retried; on CPU everything is float32.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -17,6 +19,13 @@ import torch
 from grit_pipeline.grounding.base import GroundingRequest, GroundingResult
 from grit_pipeline.grounding.config import TINY_DETECTOR, DetectorConfig, DetectorUnavailableError
 from grit_pipeline.grounding.postprocess import center_to_corners, select_boxes, span_scores
+from grit_pipeline.grounding.preprocess import (
+    ImageSpec,
+    PreparedImage,
+    pixel_batch,
+    prepare_bytes,
+    prepare_image,
+)
 from grit_pipeline.grounding.spans import Prompt, normalize_caption, span_tokens, validate_spans
 
 
@@ -128,24 +137,43 @@ class HFDetector:
             processor, model = load_hf_parts(config.model, config.local_files_only)
         self.processor, self.model = processor, model.eval().to(self.device)
         self.batch_size = config.batch_size  # lowered for good after a CUDA out-of-memory error
+        self.image_spec = ImageSpec.from_processor(processor.image_processor, config.size_multiple)
 
     def provenance(self) -> dict:
         return self.config.provenance()
 
+    def image_from_bytes(self, data: bytes) -> PreparedImage:
+        """Encoded bytes -> the image as ``ground`` takes it (decoded at reduced scale where possible)."""
+        return prepare_bytes(data, self.image_spec)
+
+    def prepare(self, request: GroundingRequest) -> GroundingRequest:
+        """The request with its image resized for the detector (``PreparedImage``); cheap when it is."""
+        if isinstance(request.image, PreparedImage):
+            return request
+        return replace(request, image=prepare_image(request.image, self.image_spec))
+
     def ground(self, requests: Sequence[GroundingRequest]) -> list[GroundingResult]:
-        """One result per request; requests without spans are answered without running the model."""
+        """One result per request; requests without spans are answered without running the model.
+
+        Requests are batched by processed image shape only, so a result never depends on the other
+        requests (nothing is padded; see ``preprocess``).
+        """
         for request in requests:
             validate_spans(request.caption, request.spans)
         results: dict[int, GroundingResult] = {
             i: GroundingResult(boxes=()) for i, r in enumerate(requests) if not r.spans
         }
-        todo = [i for i, r in enumerate(requests) if r.spans]
-        start = 0
-        while start < len(todo):
-            indices = todo[start : start + self.batch_size]
-            for i, result in zip(indices, self._ground_with_retry([requests[i] for i in indices])):
-                results[i] = result
-            start += len(indices)
+        by_shape: dict[tuple[int, int], list[int]] = {}
+        prepared = {i: self.prepare(r) for i, r in enumerate(requests) if r.spans}
+        for i, request in prepared.items():
+            by_shape.setdefault(request.image.shape, []).append(i)
+        for indices in by_shape.values():
+            start = 0
+            while start < len(indices):
+                chunk = indices[start : start + self.batch_size]
+                for i, result in zip(chunk, self._ground_with_retry([prepared[i] for i in chunk])):
+                    results[i] = result
+                start += len(chunk)
         return [results[i] for i in range(len(requests))]
 
     def _ground_with_retry(self, batch: list[GroundingRequest]) -> list[GroundingResult]:
@@ -160,7 +188,7 @@ class HFDetector:
         return self._ground_with_retry(batch[:half]) + self._ground_with_retry(batch[half:])
 
     def encode(self, batch: Sequence[GroundingRequest]) -> tuple[dict, list[Prompt], list]:
-        """Model inputs for a batch, with the prompts and each row's token offsets."""
+        """Model inputs for a batch of one processed image shape, with the prompts and token offsets."""
         prompts = [normalize_caption(r.caption) for r in batch]
         text = self.processor.tokenizer(
             [p.text for p in prompts],
@@ -171,9 +199,11 @@ class HFDetector:
             return_tensors="pt",
         )
         offsets = text.pop("offset_mapping").tolist()
-        images = self.processor.image_processor([r.image.convert("RGB") for r in batch], return_tensors="pt")
-        inputs = {**text, "pixel_values": images["pixel_values"], "pixel_mask": images["pixel_mask"]}
-        return {k: v.to(self.device) for k, v in inputs.items()}, prompts, offsets
+        pixels = pixel_batch([self.prepare(r).image for r in batch], self.image_spec, self.device)
+        # One shape per batch, so no image is padded: the mask is all ones.
+        mask = torch.ones((pixels.shape[0], *pixels.shape[2:]), dtype=torch.long, device=self.device)
+        inputs = {k: v.to(self.device) for k, v in text.items()}
+        return {**inputs, "pixel_values": pixels, "pixel_mask": mask}, prompts, offsets
 
     def _autocast(self):
         if self.device.type != "cuda" or self.config.cuda_dtype == "float32":

@@ -101,6 +101,12 @@ class OfficialDetector:
         self.model.eval().to(self.device)
         self.tokenizer = self.model.tokenizer
 
+    def image_from_bytes(self, data: bytes):
+        """Encoded bytes -> an RGB image in its displayed frame (this backend resizes it itself)."""
+        from grit_pipeline.fetch.decode import open_rgb
+
+        return open_rgb(data, min_side=_SHORT_SIDE)
+
     def provenance(self) -> dict:
         return self.config.provenance()
 

@@ -1,0 +1,101 @@
+"""Images -> the detector's input pixels: resized to a size bucket on 8-bit pixels, normalised per batch.
+
+transformers' image processor converts every image to float, then rescales, normalises and pads it
+in separate passes. Here an image is one PIL resize of its 8-bit pixels (Pillow's SIMD path, which
+releases the GIL, so a thread pool prepares images on every core while the forward runs), and a
+batch is normalised at once in torch, on the model's device.
+
+A batch holds images of one shape only: Grounding DINO's input projection (a GroupNorm) computes its
+statistics over padded zeros too, so padding would make an image's boxes depend on its batch
+neighbours. The processed size is the processor's (shortest edge 800, longest at most 1333) with
+each side rounded to a multiple of ``size_multiple`` (32 by default: at most 16 px, 2 % of a side,
+of aspect change), so that web images fall into a few dozen shapes and batches fill up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from grit_pipeline.fetch.decode import open_rgb
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """An image resized for the detector: ``pixels`` is (height, width, 3) uint8."""
+
+    pixels: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(height, width): images of the same shape can share a batch."""
+        return self.pixels.shape[0], self.pixels.shape[1]
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """How the detector wants its images: the processor's sizes and normalisation, and the bucket step."""
+
+    shortest_edge: int = 800
+    longest_edge: int = 1333
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # ImageNet's, as the processor's defaults
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    size_multiple: int = 32
+
+    @classmethod
+    def from_processor(cls, image_processor, size_multiple: int = 32) -> ImageSpec:
+        """The spec of a transformers Grounding DINO image processor (its size, mean and std)."""
+        size = image_processor.size  # a dict or transformers' SizeDict; both index by name
+        shortest, longest = size["shortest_edge"], size["longest_edge"]
+        return cls(
+            shortest_edge=int(shortest),
+            longest_edge=int(longest or shortest),
+            mean=tuple(float(v) for v in image_processor.image_mean),
+            std=tuple(float(v) for v in image_processor.image_std),
+            size_multiple=size_multiple,
+        )
+
+    def target_shape(self, width: int, height: int) -> tuple[int, int]:
+        """(height, width) of the processed image; ``ValueError`` when a side would be 0 pixels."""
+        from transformers.image_transforms import get_size_with_aspect_ratio
+
+        out_h, out_w = get_size_with_aspect_ratio((height, width), self.shortest_edge, self.longest_edge)
+        if out_h < 1 or out_w < 1:
+            raise ValueError(
+                f"a {width}x{height} image resizes to {out_w}x{out_h} for the detector (shortest edge "
+                f"{self.shortest_edge}, longest {self.longest_edge}): a side of 0 pixels cannot be grounded"
+            )
+        step = self.size_multiple
+        return max(step, round(out_h / step) * step), max(step, round(out_w / step) * step)
+
+
+def prepare_image(image: Image.Image, spec: ImageSpec) -> PreparedImage:
+    """An RGB image resized (bilinear, as the processor) to its bucket shape."""
+    height, width = spec.target_shape(*image.size)
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.BILINEAR)
+    return PreparedImage(np.asarray(image))
+
+
+def prepare_bytes(data: bytes, spec: ImageSpec) -> PreparedImage:
+    """Encoded bytes -> a prepared image; JPEGs decode at a reduced DCT scale when that still covers
+    the processor's shortest edge (much faster for large photos)."""
+    return prepare_image(open_rgb(data, min_side=spec.shortest_edge), spec)
+
+
+def pixel_batch(images: Sequence[PreparedImage], spec: ImageSpec, device: torch.device) -> torch.Tensor:
+    """Same-shape prepared images -> normalised float32 pixels (batch, 3, height, width) on ``device``."""
+    shapes = {image.shape for image in images}
+    if len(shapes) != 1:
+        raise ValueError(f"a detector batch must hold one image shape (padding changes boxes), got {shapes}")
+    stacked = torch.from_numpy(np.stack([image.pixels for image in images])).to(device)
+    pixels = stacked.permute(0, 3, 1, 2).float()  # (batch, 3, height, width), still 0..255
+    mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1) * 255.0
+    inv_std = 1.0 / (torch.tensor(spec.std, device=device).view(1, 3, 1, 1) * 255.0)
+    return pixels.sub_(mean).mul_(inv_std).contiguous()
