@@ -32,7 +32,13 @@ from grit_pipeline.beam_jobs.output_dir import (
 from grit_pipeline.beam_jobs.progress import LOGGER
 from grit_pipeline.fetch import TRANSIENT_REASONS
 from grit_pipeline.grounding import TINY_DETECTOR, DetectorConfig, DetectorUnavailableError, load_detector
-from grit_pipeline.inputs import InputConfig, InputError, keep_column_fields, list_input_files
+from grit_pipeline.inputs import (
+    InputConfig,
+    InputError,
+    check_input_files,
+    keep_column_fields,
+    list_input_files,
+)
 from grit_pipeline.locations import NUM_PATCHES_PER_SIDE
 from grit_pipeline.schemas import SHARD_SCHEMA, SHARD_SCHEMA_VERSION, list_shard_files, read_shard
 from grit_pipeline.text import PipelineNotFoundError, TextStage
@@ -206,7 +212,9 @@ def _todo(config, output: str, inputs: list[str]) -> tuple[list[str], list, list
     if config.retry_rejects:
         sources, extra_fields = _retry_plan(output)
         return sources, extra_fields, sources
-    todo, skipped = prepare(output, config.mode, _input_files(inputs))
+    files = _input_files(inputs)
+    check_input_files(list(files), config.input)  # unreadable files, wrong columns: one line, before anything
+    todo, skipped = prepare(output, config.mode, files)
     if skipped:
         LOGGER.info("incremental: %d input file(s) already finished, skipped", len(skipped))
     return todo, (keep_column_fields(todo[0], config.input) if todo else []), []

@@ -13,7 +13,7 @@ import logging
 from grit_pipeline.beam_jobs.config import DEDUP_KEYS, MODES, BuildConfig
 from grit_pipeline.fetch import BOX_SAFE_RESIZE_MODES, FetchConfig
 from grit_pipeline.grounding import DEFAULT_DETECTOR, TINY_DETECTOR, DetectorConfig
-from grit_pipeline.inputs import INPUT_FORMATS, InputConfig
+from grit_pipeline.inputs import IMG2DATASET_RESIZE_MODES, INPUT_FORMATS, InputConfig
 from grit_pipeline.text import MAX_CAPTION_CHARS, TextConfig
 
 # The tiny random detector's scores sit near 0.5 (see grounding.config), so the paper's 0.65
@@ -94,7 +94,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--caption-column", default="caption")
     where.add_argument("--key-column", default=None, help="default: 'key' when present, else FILE_STEM-ROW")
     where.add_argument(
-        "--image-path-column", default=None, help="column of local image paths to read instead of downloading"
+        "--image-path-column",
+        default=None,
+        help="column of local image paths to read instead of downloading (URLs there are refused)",
+    )
+    where.add_argument(
+        "--image-root",
+        default=None,
+        metavar="DIR",
+        help="folder the --image-path-column paths are relative to (default: each table's own folder)",
+    )
+    where.add_argument(
+        "--img2dataset-resize-mode",
+        choices=IMG2DATASET_RESIZE_MODES,
+        default=InputConfig.img2dataset_resize_mode,
+        help="how img2dataset resized the inputs (it does not record it); auto rejects square images "
+        "of non-square originals, which border and center_crop both make",
     )
     where.add_argument("--keep-columns", default="", metavar="A,B", help="input columns copied to the shards")
     where.add_argument(
@@ -244,4 +259,6 @@ def input_config(args) -> InputConfig:
         keep_columns=keep,
         input_format=args.input_format,
         image_path_column=args.image_path_column,
+        image_root=args.image_root,
+        img2dataset_resize_mode=args.img2dataset_resize_mode,
     )

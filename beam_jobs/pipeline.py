@@ -11,7 +11,13 @@ from grit_pipeline.beam_jobs.config import BuildConfig
 from grit_pipeline.beam_jobs.ground import GroundAndAssemble
 from grit_pipeline.beam_jobs.output_dir import RunPlan
 from grit_pipeline.beam_jobs.records import REJECTS, STATS
-from grit_pipeline.beam_jobs.stages import Deduplicate, FetchImages, ParseCaptions, ReadInputs
+from grit_pipeline.beam_jobs.stages import (
+    Deduplicate,
+    FetchImages,
+    ParseCaptions,
+    ReadInputs,
+    committed_shards,
+)
 from grit_pipeline.beam_jobs.write import WriteOutputs
 
 
@@ -33,15 +39,17 @@ def build_graph(
             stats.append(out[STATS])
         return out[main]
 
-    rows = stage(pipeline, "Read", ReadInputs(files, config.input, retry_reasons, config.progress_interval_s))
+    earlier = committed_shards(config.output)  # what earlier runs accepted stays taken
+    read = ReadInputs(files, config.input, retry_reasons, config.progress_interval_s, earlier)
+    rows = stage(pipeline, "Read", read)
     if config.dedup == "url":
-        rows = stage(rows, "DedupByUrl", Deduplicate("url"), has_stats=False)
+        rows = stage(rows, "DedupByUrl", Deduplicate("url", earlier), has_stats=False)
     else:  # the URL grouping also spreads one big input file's rows over the workers; do that anyway
         rows = rows | "SpreadRows" >> beam.Reshuffle()
     rows = stage(rows, "Parse", ParseCaptions(config.text))
     rows = stage(rows, "Fetch", FetchImages(config.fetch))
     if config.dedup == "sha256":
-        rows = stage(rows, "DedupByHash", Deduplicate("sha256"), has_stats=False)
+        rows = stage(rows, "DedupByHash", Deduplicate("sha256", earlier), has_stats=False)
     records = stage(
         rows,
         "GroundAndAssemble",

@@ -31,8 +31,7 @@ class Row:
 
 
 def rejected(row: InputRow, stage: str, reason: str, error: str | None = None) -> dict:
-    caption = row.caption if isinstance(row.caption, str) else None
-    return reject_row(row.key, row.url, caption, stage, reason, error)
+    return reject_row(row.key, row.url, row.caption, stage, reason, error, row.fields)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,9 @@ from apache_beam.utils.windowed_value import WindowedValue
 from grit_pipeline.beam_jobs.progress import tracker
 from grit_pipeline.beam_jobs.records import REJECTS, STATS, FileRead, Row, StageTime, rejected
 from grit_pipeline.fetch import FetchConfig, FetchedImage, Fetcher
-from grit_pipeline.inputs import InputConfig, read_file, read_retry_rows
+from grit_pipeline.inputs import DUPLICATE_KEY, InputConfig, key_prefixes, read_file, read_retry_rows
+from grit_pipeline.schemas import list_shard_files
+from grit_pipeline.schemas.reader import read_parquet
 from grit_pipeline.text import TextConfig, TextStage
 
 
@@ -48,15 +50,22 @@ class ReadFileFn(TimedDoFn):
 
     stage = "read"
 
-    def __init__(self, config: InputConfig, retry_reasons: tuple[str, ...] = (), progress_s: float = 10.0):
+    def __init__(
+        self,
+        config: InputConfig,
+        retry_reasons: tuple[str, ...] = (),
+        progress_s: float = 10.0,
+        key_prefixes: dict[str, str] | None = None,
+    ):
         self._config, self._retry_reasons, self._progress_s = config, frozenset(retry_reasons), progress_s
+        self._key_prefixes = key_prefixes or {}
 
     def process(self, path: str):
         progress, count = tracker(self._progress_s), 0
         rows = (
             read_retry_rows(path, self._retry_reasons)
             if self._retry_reasons
-            else read_file(path, self._config)
+            else read_file(path, self._config, self._key_prefixes.get(path))
         )
         start = time.perf_counter()
         for row in rows:
@@ -72,31 +81,108 @@ class ReadFileFn(TimedDoFn):
         yield beam.pvalue.TaggedOutput(STATS, FileRead(path, count, fs.size(fs_path)))
 
 
-class ReadInputs(beam.PTransform):
-    """Input files -> rows (main), rejects, stats. Files are spread over workers first."""
+def committed_shards(output: str) -> tuple[str, ...]:
+    """The shard files earlier runs committed to OUTPUT (their keys, URLs and hashes stay taken)."""
+    fs, root = fsspec.core.url_to_fs(output)
+    return tuple(list_shard_files(f"{output}/shards")) if fs.exists(f"{root}/shards") else ()
 
-    def __init__(self, files: list[str], config: InputConfig, retry_reasons=(), progress_s: float = 10.0):
+
+EARLIER_RUN = "\0earlier-run"  # stands in a group for a value a committed shard already holds
+
+
+class ColumnValuesFn(beam.DoFn):
+    """A committed shard file -> (value, EARLIER_RUN) for each non-empty value of one column (only it is read)."""
+
+    def __init__(self, column: str):
+        self._column = column
+
+    def process(self, path: str):
+        for value in read_parquet(path, columns=[self._column])[self._column].to_pylist():
+            if value:
+                yield value, EARLIER_RUN
+
+
+def _earlier(pipeline, label: str, shards: tuple[str, ...], column: str):
+    """(value, EARLIER_RUN) pairs of ``column`` in the committed shards, or None when there are none."""
+    if not shards:
+        return None
+    return (
+        pipeline
+        | f"{label}Shards" >> beam.Create(list(shards))
+        | f"{label}Values" >> beam.ParDo(ColumnValuesFn(column))
+    )
+
+
+def _group_with_earlier(keyed, earlier, label: str):
+    groups = [keyed] if earlier is None else [keyed, earlier]
+    return groups | f"{label}Merge" >> beam.Flatten() | f"{label}Group" >> beam.GroupByKey()
+
+
+def _unique_keys(item):
+    """Rows sharing a key: the first read (file, row) wins unless an earlier run holds the key."""
+    key, members = item
+    rows = sorted((m for m in members if isinstance(m, Row)), key=lambda r: (r.input.source, r.input.index))
+    earlier = len(rows) < len(members)
+    winner = None if earlier else rows[0]
+    if winner is not None:
+        yield winner
+    for row in rows[1:] if winner is not None else rows:
+        where = (
+            "an earlier run's shards" if earlier else f"row {winner.input.index + 1} of {winner.input.source}"
+        )
+        yield beam.pvalue.TaggedOutput(
+            REJECTS, row.reject("read", DUPLICATE_KEY, f"key {key!r} is taken by {where}")
+        )
+
+
+class ReadInputs(beam.PTransform):
+    """Input files -> rows with unique keys (main), rejects, stats. Files are spread over workers first.
+
+    Keys are unique in every build: of rows sharing one, the first (by file, then row) stays and the
+    others are rejected as ``duplicate_key``; a key in ``earlier_shards`` (committed runs) is taken.
+    """
+
+    def __init__(
+        self,
+        files: list[str],
+        config: InputConfig,
+        retry_reasons=(),
+        progress_s: float = 10.0,
+        earlier_shards: tuple[str, ...] = (),
+    ):
         super().__init__()
-        self._files, self._fn = files, ReadFileFn(config, retry_reasons, progress_s)
+        self._files, self._earlier_shards = files, tuple(earlier_shards)
+        self._fn = ReadFileFn(config, retry_reasons, progress_s, key_prefixes(files))
 
     def expand(self, pipeline):
-        return (
+        read = (
             pipeline
             | "Files" >> beam.Create(self._files)
             | "Spread" >> beam.Reshuffle()
             | "Rows" >> beam.ParDo(self._fn).with_outputs(REJECTS, STATS, main="rows")
         )
+        keyed = read.rows | "ByKey" >> beam.Map(lambda row: (row.key, row))
+        earlier = _earlier(pipeline, "EarlierKeys", self._earlier_shards, "key")
+        unique = _group_with_earlier(keyed, earlier, "Keys") | "UniqueKeys" >> beam.FlatMap(
+            _unique_keys
+        ).with_outputs(REJECTS, main="rows")
+        rejects = (read[REJECTS], unique[REJECTS]) | "ReadRejects" >> beam.Flatten()
+        return {"rows": unique.rows, REJECTS: rejects, STATS: read[STATS]}
 
 
 def _first_wins(item):
-    """One group of rows sharing a URL or a hash: the smallest key stays, the others are duplicates."""
-    _, rows = item
-    rows = sorted(rows, key=lambda r: r.key)
-    yield rows[0]
-    for row in rows[1:]:
-        yield beam.pvalue.TaggedOutput(
-            REJECTS, row.reject("dedup", "duplicate", f"same content as row {rows[0].key}")
+    """One group of rows sharing a URL or a hash: the smallest key stays, the others are duplicates;
+    all are duplicates when an earlier committed run already accepted the value."""
+    _, members = item
+    rows = sorted((m for m in members if isinstance(m, Row)), key=lambda r: r.key)
+    earlier = len(rows) < len(members)
+    if not earlier:
+        yield rows[0]
+    for row in rows if earlier else rows[1:]:
+        error = (
+            "an earlier run accepted the same content" if earlier else f"same content as row {rows[0].key}"
         )
+        yield beam.pvalue.TaggedOutput(REJECTS, row.reject("dedup", "duplicate", error))
 
 
 def _dedup_key(field: str):
@@ -108,19 +194,19 @@ def _dedup_key(field: str):
 
 
 class Deduplicate(beam.PTransform):
-    """Rows -> rows with one row per URL (or image hash); the rest go to rejects as ``duplicate``."""
+    """Rows -> rows with one row per URL (or image hash); the rest go to rejects as ``duplicate``,
+    and so does every row whose URL (hash) is in ``earlier_shards`` (runs committed before)."""
 
-    def __init__(self, field: str):
+    def __init__(self, field: str, earlier_shards: tuple[str, ...] = ()):
         super().__init__()
-        self._field = field
+        self._field, self._earlier_shards = field, tuple(earlier_shards)
 
     def expand(self, rows):
-        return (
-            rows
-            | "Key" >> beam.Map(_dedup_key(self._field))
-            | "Group" >> beam.GroupByKey()
-            | "FirstWins" >> beam.FlatMap(_first_wins).with_outputs(REJECTS, main="rows")
-        )
+        keyed = rows | "Key" >> beam.Map(_dedup_key(self._field))
+        earlier = _earlier(rows.pipeline, "Earlier", self._earlier_shards, self._field)
+        return _group_with_earlier(keyed, earlier, "") | "FirstWins" >> beam.FlatMap(
+            _first_wins
+        ).with_outputs(REJECTS, main="rows")
 
 
 class ParseFn(TimedDoFn):

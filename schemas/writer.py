@@ -14,6 +14,19 @@ SCHEMA_KEY = b"grit_pipeline.schema"
 PROVENANCE_KEY = b"grit_pipeline.provenance"
 
 
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with the columns of ``schema`` in its order; nullable columns it lacks become nulls.
+
+    Tables written by an earlier schema version (a v1 rejects file rewritten by a retry run) so
+    stay writable under the current one.
+    """
+    wanted = [f for f in schema if f.name in table.column_names or f.nullable]
+    columns = [
+        table[f.name] if f.name in table.column_names else pa.nulls(table.num_rows, f.type) for f in wanted
+    ]
+    return pa.Table.from_arrays(columns, names=[f.name for f in wanted])
+
+
 def write_table(
     rows: Sequence[Mapping] | pa.Table,
     path: str,
@@ -27,7 +40,11 @@ def write_table(
     so a killed job never leaves a partial file under a shard's name. ``provenance`` (the run's
     configuration: versions, models, thresholds) is stored as JSON in the Parquet key-value metadata.
     """
-    table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(list(rows), schema=schema)
+    table = (
+        _conform(rows, schema)
+        if isinstance(rows, pa.Table)
+        else pa.Table.from_pylist(list(rows), schema=schema)
+    )
     metadata = dict(schema.metadata or {})
     if provenance is not None:
         metadata[PROVENANCE_KEY] = json.dumps(provenance, sort_keys=True, default=str).encode()

@@ -47,7 +47,7 @@ def test_shard_schema_v1_fields_are_pinned():
     assert SHARD_SCHEMA.metadata[b"grit_pipeline.schema"] == b"shard/1"
 
 
-def test_rejects_schema_v1_fields_are_pinned():
+def test_rejects_schema_v2_fields_are_pinned():
     assert [(f.name, str(f.type)) for f in REJECTS_SCHEMA] == [
         ("key", "string"),
         ("url", "string"),
@@ -55,8 +55,9 @@ def test_rejects_schema_v1_fields_are_pinned():
         ("stage", "string"),
         ("reason", "string"),
         ("error", "string"),
+        ("fields", "string"),
     ]
-    assert REJECTS_SCHEMA.metadata[b"grit_pipeline.schema"] == b"rejects/1"
+    assert REJECTS_SCHEMA.metadata[b"grit_pipeline.schema"] == b"rejects/2"
 
 
 def _row(key="000000000", caption="a dog on grass"):

@@ -1,0 +1,74 @@
+"""How inputs are read (``InputConfig``), what comes out (``InputRow``), and the reasons a row is unusable."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".parquet")
+COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst")
+IMAGE_COLUMNS = ("jpg", "png", "webp", "jpeg", "image")
+# Input columns that are shard columns too (GRIT-20M metadata), passed through with their shard type.
+SHARD_PASSTHROUGH = {"id": int, "clip_similarity_vitb32": float, "clip_similarity_vitl14": float}
+INPUT_FORMATS = ("auto", "table", "img2dataset")
+# How img2dataset resized the images it stored (it does not record it): auto infers what the sizes
+# allow and rejects what they do not (a square image of a non-square original: border or center_crop).
+IMG2DATASET_RESIZE_MODES = ("auto", "border", "center_crop", "keep_ratio", "keep_ratio_largest", "no")
+
+# Reject reasons of the read stage.
+MISSING_URL = "missing_url"
+BAD_INPUT_ROW = "bad_input_row"  # undecodable bytes, wrong types, over-long fields, broken lines
+UNREADABLE_FILE = "unreadable_file"  # a file that broke off part-way (one reject for the rest)
+NO_IMAGE_IN_SOURCE = "no_image_in_source"
+MISSING_IMAGE_FILE = "missing_image_file"
+BAD_IMAGE_PATH = "bad_image_path"  # a URL, or a path outside --image-root, in --image-path-column
+UNKNOWN_RESIZE_GEOMETRY = "unknown_resize_geometry"  # img2dataset image whose frame cannot be inferred
+DUPLICATE_KEY = "duplicate_key"
+
+
+class InputError(ValueError):
+    """An input file or its columns are not what the job was told to expect."""
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    """How to read the inputs (recorded in the run manifest)."""
+
+    url_column: str = "url"
+    caption_column: str = "caption"
+    key_column: str | None = None  # None: "key" when the input has one, else "<file stem>-<row number>"
+    keep_columns: tuple[str, ...] = ()  # extra columns copied to the shards, like img2dataset's
+    # A column of local image file paths: bytes read from there, no download. Never URLs.
+    image_path_column: str | None = None
+    image_root: str | None = None  # relative image paths resolve here; None: the table's own folder
+    input_format: str = "auto"  # auto: img2dataset when a file holds image bytes, else a url table
+    img2dataset_resize_mode: str = "auto"
+    batch_rows: int = 1024  # Parquet rows read at a time
+    # Longest text value a row may hold. Captions are limited far lower by the text stage; this
+    # bounds pass-through values and broken quoting that swallows the rest of a CSV into one field.
+    max_field_chars: int = 1 << 20
+
+    def __post_init__(self) -> None:
+        if self.input_format not in INPUT_FORMATS:
+            raise InputError(f"input format must be one of {INPUT_FORMATS}, got {self.input_format!r}")
+        if self.img2dataset_resize_mode not in IMG2DATASET_RESIZE_MODES:
+            raise InputError(
+                f"img2dataset resize mode must be one of {IMG2DATASET_RESIZE_MODES}, "
+                f"got {self.img2dataset_resize_mode!r}"
+            )
+
+
+@dataclass(frozen=True)
+class InputRow:
+    """One input row on its way through the job."""
+
+    key: str
+    url: str | None
+    caption: str | None
+    source: str  # the input file it came from
+    image: bytes | None = None  # already-downloaded bytes (img2dataset inputs, --image-path-column)
+    original_size: tuple[int, int] | None = None  # recorded by img2dataset before it resized
+    sha256: str | None = None
+    fields: dict[str, Any] = field(default_factory=dict)  # pass-through shard columns and --keep-columns
+    reject: tuple[str, str] | None = None  # (reason, error) when the row is unusable as read
+    index: int = 0  # position in its file: the first of rows sharing a key wins

@@ -1,0 +1,106 @@
+"""img2dataset's stored images put back into the original frame, so boxes mean what the row says.
+
+Rows record the original width and height and boxes normalised by them; img2dataset records the
+original size too, but not how it resized (its ``resize_mode``):
+
+- ``keep_ratio``, ``keep_ratio_largest``, ``no`` (and any image it left alone): the whole picture,
+  scaled; nothing to do.
+- ``border`` (img2dataset's default): scaled so the longest side is ``image_size``, then padded
+  with white to a square. The padding is cut off, so the detector sees only the picture.
+- ``center_crop``: scaled so the shortest side is ``image_size``, then the central square kept.
+  The square goes back to its known window in a canvas the size of the scaled original, the parts
+  img2dataset cut away filled with mid-grey: boxes are then in the original frame, the stored image
+  has the original's aspect, and a centre crop (the trainer's default) sees exactly the kept square.
+
+Sizes alone cannot tell ``border`` from ``center_crop`` for a square image of a non-square
+original; ``--img2dataset-resize-mode`` says which, and under ``auto`` such rows are rejected
+(``unknown_resize_geometry``) rather than given boxes in the wrong frame.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+from PIL import Image
+
+FILL_RGB = (128, 128, 128)  # what img2dataset's centre crop cut away: unknown, drawn mid-grey
+WHOLE_PICTURE_MODES = ("keep_ratio", "keep_ratio_largest", "no")
+
+
+@dataclass(frozen=True)
+class Restore:
+    """How a stored image becomes one of the original frame (in the stored image's pixels)."""
+
+    crop: tuple[int, int, int, int] | None = None  # border: keep this (left, top, right, bottom)
+    canvas: tuple[int, int] | None = None  # center_crop: paste into a canvas of this (width, height)
+    offset: tuple[int, int] = (0, 0)  # ... with the stored image's top-left corner here
+
+
+def same_aspect(size: tuple[int, int], original: tuple[int, int]) -> bool:
+    """Whether ``size`` is ``original`` scaled, each side rounded to whole pixels (as grit validate allows)."""
+    (w, h), (ow, oh) = size, original
+    return abs(w * oh - h * ow) <= 0.5 * (ow + oh) + 1e-6
+
+
+def _scaled(original: tuple[int, int], scale: float) -> tuple[int, int]:
+    return max(1, round(original[0] * scale)), max(1, round(original[1] * scale))  # as albumentations
+
+
+def plan_restore(original: tuple[int, int], stored: tuple[int, int], mode: str) -> Restore | str:
+    """How to undo img2dataset's ``mode`` on an image stored at ``stored`` pixels, or why it cannot be done.
+
+    >>> plan_restore((400, 300), (256, 256), "border")  # letterboxed: 32 px of padding top and bottom
+    Restore(crop=(0, 32, 256, 224), canvas=None, offset=(0, 0))
+    >>> plan_restore((400, 300), (256, 256), "center_crop")  # the middle 256 of a 341 x 256 picture
+    Restore(crop=None, canvas=(341, 256), offset=(42, 0))
+    >>> plan_restore((400, 300), (256, 192), "auto")  # keep_ratio: the whole picture
+    Restore(crop=None, canvas=None, offset=(0, 0))
+    >>> plan_restore((400, 300), (256, 256), "auto")[:60]
+    'a 256x256 image of a 400x300 original: img2dataset padded it'
+    """
+    if same_aspect(stored, original):
+        return Restore()
+    square = stored[0] == stored[1]
+    if mode == "border" and square:
+        side = stored[0]
+        width, height = _scaled(original, side / max(original))
+        left, top = (side - width) // 2, (side - height) // 2
+        return Restore(crop=(left, top, left + width, top + height))
+    if mode == "center_crop" and square:
+        side = stored[0]
+        canvas = _scaled(original, side / min(original))
+        return Restore(canvas=canvas, offset=((canvas[0] - side) // 2, (canvas[1] - side) // 2))
+    described = f"a {stored[0]}x{stored[1]} image of a {original[0]}x{original[1]} original"
+    if mode == "auto" and square:
+        return (
+            f"{described}: img2dataset padded it (border, its default) or cropped it (center_crop), "
+            "and the sizes cannot tell which; say so with --img2dataset-resize-mode border|center_crop"
+        )
+    return f"{described} is not what img2dataset's {mode} resize mode makes; check --img2dataset-resize-mode"
+
+
+def restore_frame(data: bytes, plan: Restore) -> bytes:
+    """The stored image's bytes in the original frame (PNG, lossless; the fetch stage encodes once more)."""
+    if plan.crop is None and plan.canvas is None:
+        return data
+    with Image.open(io.BytesIO(data)) as image:
+        image = image.convert("RGB")
+        if plan.crop is not None:
+            image = image.crop(plan.crop)
+        else:
+            canvas = Image.new("RGB", plan.canvas, FILL_RGB)
+            canvas.paste(image, plan.offset)
+            image = canvas
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+def stored_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from the image header (no pixels decoded); None when it is not an image."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+    except Exception:  # PIL raises many types for bad bytes; the fetch stage rejects them with a reason
+        return None
