@@ -33,7 +33,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "synth": ("grit_pipeline.model.synth", "write a synthetic grounded corpus of coloured shapes"),
     "train": ("grit_pipeline.model.train", "train or fine-tune Kosmos-2 on shards"),
-    "eval": ("grit_pipeline.model.evaluate", "grounding accuracy, loss and perplexity of a checkpoint"),
+    "eval": (
+        "grit_pipeline.model.evaluate",
+        "grounding accuracy of a checkpoint: held-out shards, Flickr30k Entities or RefCOCO(+/g)",
+    ),
+    "audit": (
+        "grit_pipeline.commands.audit",
+        "box precision/recall of the build's text and grounding stages against Flickr30k Entities",
+    ),
     "predict": ("grit_pipeline.model.predict", "generate a grounded caption for one image"),
 }
 
