@@ -181,6 +181,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     fetch.add_argument("--timeout", type=float, default=FetchConfig.timeout_s, metavar="S")
     fetch.add_argument("--retries", type=int, default=FetchConfig.retries)
     fetch.add_argument("--backoff", type=float, default=FetchConfig.backoff_s, metavar="S")
+    fetch.add_argument("--total-timeout", type=float, default=FetchConfig.total_timeout_s, metavar="S")
+    fetch.add_argument("--max-retry-after", type=float, default=FetchConfig.max_retry_after_s, metavar="S")
+    fetch.add_argument(
+        "--max-host-connections", type=int, default=FetchConfig.max_host_connections, metavar="N"
+    )
+    fetch.add_argument(
+        "--max-host-rate", type=float, default=FetchConfig.max_host_requests_per_s, metavar="R"
+    )
     fetch.add_argument(
         "--threads", type=int, default=FetchConfig.thread_count, help="downloads in flight per worker"
     )
@@ -224,6 +232,10 @@ def build_config(args, inputs: list[str], output: str, input_config: InputConfig
         timeout_s=args.timeout,
         retries=args.retries,
         backoff_s=args.backoff,
+        total_timeout_s=args.total_timeout,
+        max_retry_after_s=args.max_retry_after,
+        max_host_connections=args.max_host_connections,
+        max_host_requests_per_s=args.max_host_rate,
         thread_count=args.threads,
         max_bytes=args.max_bytes,
         max_pixels=args.max_pixels,

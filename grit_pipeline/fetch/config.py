@@ -18,9 +18,18 @@ TRANSIENT_REASONS = frozenset(
 class FetchConfig:
     """Download and image options (all recorded in the run manifest)."""
 
-    timeout_s: float = 10.0  # per attempt, whole response included
+    timeout_s: float = 10.0  # one deadline per attempt: connect, headers and body together
     retries: int = 2  # extra attempts after a transient failure
     backoff_s: float = 0.5  # wait before retry n is backoff_s * 2**n
+    # One row's attempts and waits together: 3 full attempts (30 s) plus one capped Retry-After (30 s).
+    total_timeout_s: float = 60.0
+    max_retry_after_s: float = 30.0  # a server asking for longer is not retried now (--retry-rejects later)
+    # Per host and worker process. 6 connections is what every browser opens to one host, so any
+    # site that serves web pages tolerates it; 10 requests/s (bursts of 10) is a few pages' images
+    # per second. Big image CDNs tolerate far more; a site with a stated policy may want less
+    # (upload.wikimedia.org asks unidentified bots for at most 2 at once). 0 lifts a limit.
+    max_host_connections: int = 6
+    max_host_requests_per_s: float = 10.0
     thread_count: int = 32  # concurrent downloads per worker process
     max_bytes: int = 32 * 2**20  # a photo above 32 MiB is almost surely not a web photo
     # 50 Mpx: above any camera photo we want (8K UHD is 33 Mpx), far below a decompression bomb's gigapixels.
@@ -49,3 +58,12 @@ class FetchConfig:
             ipaddress.ip_network(network)  # raises ValueError naming a malformed CIDR
         if self.retries < 0 or self.timeout_s <= 0 or self.thread_count < 1:
             raise ValueError("retries must be >= 0, timeout_s > 0 and thread_count >= 1")
+        if self.total_timeout_s < self.timeout_s:
+            raise ValueError(
+                f"the total time per row ({self.total_timeout_s:g} s) is shorter than one attempt's "
+                f"timeout ({self.timeout_s:g} s); raise --total-timeout or lower --timeout"
+            )
+        if min(self.max_retry_after_s, self.max_host_connections, self.max_host_requests_per_s) < 0:
+            raise ValueError(
+                "max_retry_after_s, max_host_connections and max_host_requests_per_s must be >= 0"
+            )

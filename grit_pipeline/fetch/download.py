@@ -1,55 +1,65 @@
-"""One URL -> its bytes: a total time limit per attempt, a maximum size, img2dataset's X-Robots-Tag
-check (``is_disallowed``, same directives and user-agent token), and retries with exponential
-backoff for transient failures (timeouts, connection errors, 5xx, 429)."""
+"""One URL -> its bytes: parsed by ``urls``, connected through the address ``guard``, polite per
+host (``politeness``), bounded by one ``deadline`` per attempt and one per row, capped in size,
+checked with img2dataset's X-Robots-Tag test (``is_disallowed``, same directives and user-agent
+token), and retried with exponential backoff, or after the server's ``Retry-After``, when transient."""
 
 from __future__ import annotations
 
 import http.client
-import socket
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 
 from grit_pipeline.fetch.config import TRANSIENT_REASONS, FetchConfig
+from grit_pipeline.fetch.deadline import Deadline, DeadlineSocket
 from grit_pipeline.fetch.decode import img2dataset_module
-from grit_pipeline.fetch.guard import PrivateAddressError
+from grit_pipeline.fetch.guard import Opener, PrivateAddressError
+from grit_pipeline.fetch.politeness import host_limiter, retry_after_s
 from grit_pipeline.fetch.results import FetchError
+from grit_pipeline.fetch.urls import ParsedUrl, parse_url, resolve_redirect
 
 _USER_AGENT = "Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:72.0) Gecko/20100101 Firefox/72.0"
 _CHUNK_BYTES = 1 << 16
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 10  # as urllib and browsers (Chrome allows 20)
+
+
+class RetryLater(FetchError):
+    """An HTTP 429 or 503 whose ``Retry-After`` asks for ``retry_after_s`` seconds before the next try."""
+
+    def __init__(self, reason: str, error: str, retry_after_s: float):
+        super().__init__(reason, f"{error} (Retry-After {retry_after_s:g} s)", transient=True)
+        self.retry_after_s = retry_after_s
 
 
 def _classify(err: BaseException) -> FetchError:
-    """The reject reason of a download exception."""
-    if isinstance(err, urllib.error.HTTPError):
-        code = err.code
-        if 300 <= code < 400:  # a redirect urllib refused to follow (e.g. to file:) or a loop
-            return FetchError("bad_redirect", f"HTTP {code}: {err.reason}")
-        return FetchError(f"http_{code}", f"HTTP {code} {err.reason}", f"http_{code}" in TRANSIENT_REASONS)
-    cause = err.reason if isinstance(err, urllib.error.URLError) else err
-    if isinstance(cause, PrivateAddressError):
-        return FetchError("private_address", str(cause))
-    if isinstance(cause, (TimeoutError, socket.timeout)):
-        return FetchError("timeout", f"timed out: {cause}", transient=True)
-    if isinstance(cause, str) and cause.startswith("unknown url type"):
-        return FetchError("invalid_url", cause)
-    if isinstance(cause, (OSError, http.client.HTTPException)):
-        return FetchError("connection_error", f"{type(cause).__name__}: {cause}", transient=True)
-    return FetchError("download_error", f"{type(cause).__name__}: {cause}")
+    """The reject reason of an exception from the connection or the HTTP exchange."""
+    if isinstance(err, PrivateAddressError):
+        return FetchError("private_address", str(err))
+    if isinstance(err, TimeoutError):
+        return FetchError("timeout", f"timed out: {err}", transient=True)
+    if isinstance(err, (OSError, http.client.HTTPException)):
+        return FetchError("connection_error", f"{type(err).__name__}: {err}", transient=True)
+    # What the URL parser lets through should never get here; if it does, the row says what it was.
+    return FetchError("download_error", f"{type(err).__name__}: {err}")
 
 
-def _read_capped(response, config: FetchConfig, deadline: float) -> bytes:
+def _http_error(response: http.client.HTTPResponse, url: ParsedUrl) -> FetchError:
+    code, reason = response.status, f"http_{response.status}"
+    error = f"HTTP {code} {response.reason} from {url.authority}"
+    if code in (429, 503) and (wait_s := retry_after_s(response.headers.get("Retry-After"))) is not None:
+        return RetryLater(reason, error, wait_s)
+    return FetchError(reason, error, reason in TRANSIENT_REASONS)
+
+
+def _read_capped(response: http.client.HTTPResponse, config: FetchConfig) -> bytes:
     declared = response.headers.get("Content-Length")
     if declared and declared.isdigit() and int(declared) > config.max_bytes:
         raise FetchError("file_too_large", f"Content-Length {declared} > max {config.max_bytes} bytes")
     chunks, total = [], 0
-    while chunk := response.read(_CHUNK_BYTES):
+    while chunk := response.read1(_CHUNK_BYTES):
         total += len(chunk)
         if total > config.max_bytes:
             raise FetchError("file_too_large", f"more than max {config.max_bytes} bytes")
-        if time.monotonic() > deadline:  # a server trickling bytes must not hold a thread forever
-            raise FetchError("timeout", f"download took longer than {config.timeout_s} s", transient=True)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -58,35 +68,87 @@ def _robots_check():
     return img2dataset_module("downloader").is_disallowed
 
 
-def download(url: str, config: FetchConfig, opener: urllib.request.OpenerDirector) -> bytes:
-    """The bytes at ``url`` (one attempt); raises FetchError with the reject reason."""
-    if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
-        raise FetchError("invalid_url", f"expected an http(s) URL, got {url!r}")
-    headers = {
-        "User-Agent": f"{_USER_AGENT} (compatible; {config.user_agent_token}; +https://github.com/rom1504/img2dataset)"
-    }
-    deadline = time.monotonic() + config.timeout_s
+def _exchange(url: ParsedUrl, config: FetchConfig, opener: Opener, deadline: Deadline) -> bytes | ParsedUrl:
+    """One request: the body of a 2xx answer, or the URL a redirect points at."""
+    connection = opener.connect(url, deadline.remaining_s())
+    sock = connection.sock
     try:
-        with opener.open(urllib.request.Request(url, headers=headers), timeout=config.timeout_s) as response:
-            directives = set(config.disallowed_header_directives)
-            if directives and _robots_check()(response.headers, config.user_agent_token, directives):
-                raise FetchError("robots_disallowed", "X-Robots-Tag disallows use of this image")
-            return _read_capped(response, config, deadline)
-    except FetchError:
-        raise
-    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as err:
-        raise _classify(err) from err
+        connection.sock = DeadlineSocket(sock, deadline)
+        connection.putrequest("GET", url.target, skip_host=True, skip_accept_encoding=True)
+        agent = (
+            f"{_USER_AGENT} (compatible; {config.user_agent_token}; +https://github.com/rom1504/img2dataset)"
+        )
+        for name, value in (("Host", url.authority), ("User-Agent", agent), ("Connection", "close")):
+            connection.putheader(name, value)
+        connection.endheaders()
+        response = connection.getresponse()
+        if response.status in _REDIRECTS:
+            if not (location := response.headers.get("Location")):
+                raise FetchError("bad_redirect", f"HTTP {response.status} without a Location header")
+            return resolve_redirect(url, location)
+        if not 200 <= response.status < 300:
+            if 300 <= response.status < 400:
+                raise FetchError("bad_redirect", f"HTTP {response.status} {response.reason}: not followed")
+            raise _http_error(response, url)
+        directives = set(config.disallowed_header_directives)
+        if directives and _robots_check()(response.headers, config.user_agent_token, directives):
+            raise FetchError("robots_disallowed", "X-Robots-Tag disallows use of this image")
+        return _read_capped(response, config)
+    finally:
+        connection.close()
+        sock.close()
+
+
+def download(url: str, config: FetchConfig, opener: Opener, row_deadline_s: float | None = None) -> bytes:
+    """The bytes at ``url`` (one attempt, redirects followed); raises FetchError with the reject reason.
+
+    The attempt's deadline (``config.timeout_s``, or ``row_deadline_s`` on the monotonic clock if
+    sooner) starts once the host's politeness limits let the first request go.
+    """
+    target = parse_url(url)
+    limiter = host_limiter(config.max_host_connections, config.max_host_requests_per_s)
+    deadline = None
+    for _ in range(MAX_REDIRECTS + 1):
+        with limiter.slot(target.host):
+            deadline = deadline or Deadline.after(config.timeout_s, row_deadline_s)
+            try:
+                outcome = _exchange(target, config, opener, deadline)
+            except FetchError as err:
+                if isinstance(err, RetryLater):
+                    limiter.pause(target.host, min(err.retry_after_s, config.max_retry_after_s))
+                raise
+            except (OSError, http.client.HTTPException, ValueError) as err:
+                raise _classify(err) from err
+        if not isinstance(outcome, ParsedUrl):
+            return outcome
+        target = outcome
+    raise FetchError("bad_redirect", f"more than {MAX_REDIRECTS} redirects")
+
+
+def _wait_before_retry(err: FetchError, attempt: int, config: FetchConfig) -> float | None:
+    """Seconds to wait before the next attempt, or None if the server asked for longer than the cap."""
+    wait_s = config.backoff_s * 2**attempt
+    if isinstance(err, RetryLater):
+        if err.retry_after_s > config.max_retry_after_s:
+            return None
+        wait_s = max(wait_s, err.retry_after_s)
+    return wait_s
 
 
 def download_with_retries(
-    url: str, config: FetchConfig, opener: urllib.request.OpenerDirector, sleep: Callable = time.sleep
+    url: str, config: FetchConfig, opener: Opener, sleep: Callable = time.sleep
 ) -> bytes:
-    """``download`` with up to ``config.retries`` more attempts after transient failures, backing off."""
+    """``download`` with up to ``config.retries`` more attempts after transient failures, backing off
+    (or waiting as ``Retry-After`` asks, up to ``config.max_retry_after_s``); all attempts and waits of
+    the row end within ``config.total_timeout_s``."""
+    row_deadline_s = time.monotonic() + config.total_timeout_s
     for attempt in range(config.retries + 1):
         try:
-            return download(url, config, opener)
+            return download(url, config, opener, row_deadline_s)
         except FetchError as err:
-            if not err.failure.transient or attempt == config.retries:
+            wait_s = _wait_before_retry(err, attempt, config)
+            out_of_time = wait_s is None or time.monotonic() + wait_s >= row_deadline_s
+            if not err.failure.transient or attempt == config.retries or out_of_time:
                 raise
-            sleep(config.backoff_s * 2**attempt)
+            sleep(wait_s)
     raise AssertionError("unreachable")
