@@ -1,68 +1,120 @@
-"""Grounding through Beam's RunInference, then assembly of the GRIT columns.
+"""Grounding in same-shape batches, then assembly of the GRIT columns.
 
-``GroundingModelHandler`` is our own small ModelHandler (Beam's Hugging Face handler imports
-TensorFlow): RunInference loads one detector per worker process (through Beam's shared handle)
-and hands it batches from BatchElements, bounded in size by the detector's batch size and flushed
-when the bundle ends, or, with ``--max-batch-wait S``, also after S seconds (stateful batching).
+``GroundFn`` holds one detector per worker process (Beam's ``Shared`` handle: bundles that run in
+threads of one process share it) and, per bundle, a thread pool that prepares each row's image
+(decoded from the downloaded bytes at reduced scale, resized to its size bucket) while the detector
+runs, so the forward does not wait on PIL. Prepared rows wait in ``ShapeBuckets``: a batch holds one
+processed shape, so no image is padded and a row's boxes do not depend on which rows share its
+batch or bundle. A batch leaves when full (``--detector-batch-size``), when the bundle ends, when a
+bucket's oldest row has waited ``--max-batch-wait`` seconds (checked as rows arrive), or early when
+too many rows are held (memory stays bounded).
+
+Why not RunInference: its ``BatchElements`` mixes shapes in a batch, and keyed batching through
+``GroupIntoBatches`` would shuffle image-carrying rows (Beam's local runner holds a shuffle's
+whole input in memory). Failures stay rows: an image that cannot be prepared, or that makes the
+detector raise (a failing batch is retried row by row), is rejected with ``grounding_error`` and
+the exception's text; the other rows go on.
 """
 
 from __future__ import annotations
 
-import io
+import os
 import time
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import apache_beam as beam
-from apache_beam.ml.inference.base import ModelHandler, RunInference
-from PIL import Image
+from apache_beam.utils import shared
 
 from grit_pipeline.assemble import assemble_spans
-from grit_pipeline.beam_jobs.records import REJECTS, STATS, Row, StageTime
+from grit_pipeline.beam_jobs.records import REJECTS, STATS, Row
 from grit_pipeline.beam_jobs.stages import TimedDoFn, windowed
-from grit_pipeline.grounding import Detector, DetectorConfig, GroundingRequest, GroundingResult, load_detector
+from grit_pipeline.grounding import DetectorConfig, GroundingRequest, load_detector
+from grit_pipeline.grounding.batching import GroundingError, ShapeBuckets, ground_isolated
+from grit_pipeline.grounding.config import GROUNDING_ERROR
 
 
-class GroundingModelHandler(ModelHandler[Row, tuple[Row, GroundingResult, float], Detector]):
-    """Rows with an image and noun chunks -> (row, detector result, seconds per row)."""
+def shape_of(image) -> tuple[int, int]:
+    """A prepared image's (height, width), or a PIL image's size: the batching key."""
+    return image.shape if hasattr(image, "shape") else image.size
+
+
+class GroundFn(TimedDoFn):
+    """Rows with an image and noun chunks -> (row, detector result); failures to rejects."""
+
+    stage = "ground"
 
     def __init__(self, config: DetectorConfig, max_batch_wait_s: float | None = None):
-        super().__init__()
         self._config, self._max_batch_wait_s = config, max_batch_wait_s
+        self._shared = shared.Shared()
 
-    def load_model(self) -> Detector:
-        return load_detector(self._config)
+    def setup(self):
+        import torch
 
-    def run_inference(
-        self, batch: Sequence[Row], model: Detector, inference_args: dict[str, Any] | None = None
-    ) -> Iterable[tuple[Row, GroundingResult, float]]:
+        if self._config.threads:  # sized from the cores and the workers per machine (options.py)
+            torch.set_num_threads(self._config.threads)
+        self._detector = self._shared.acquire(lambda: load_detector(self._config), tag=repr(self._config))
+        threads = self._config.threads or os.cpu_count() or 1
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grit-prepare")
+        self._max_pending = self._config.batch_size + 2 * threads
+
+    def teardown(self):
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def start_bundle(self):
+        super().start_bundle()
+        batch_size = self._config.batch_size
+        self._pending: deque[Future] = deque()
+        self._buckets = ShapeBuckets(batch_size, max_held=4 * batch_size, max_wait_s=self._max_batch_wait_s)
+
+    def process(self, row: Row):
         start = time.perf_counter()
-        requests = [
-            GroundingRequest(
-                Image.open(io.BytesIO(row.fetched.image)).convert("RGB"),
-                row.parsed.caption,
-                row.parsed.noun_chunks,
-            )
-            for row in batch
-        ]
-        results = model.ground(requests)
-        per_row_s = (time.perf_counter() - start) / max(len(batch), 1)
-        return [(row, result, per_row_s) for row, result in zip(batch, results)]
+        self._pending.append(self._pool.submit(self._prepare, row))
+        out = list(self._collect(wait_for=len(self._pending) - self._max_pending))
+        self.busy_s += time.perf_counter() - start
+        yield from out
 
-    def get_num_bytes(self, batch: Sequence[Row]) -> int:
-        return sum(len(row.fetched.image) for row in batch)  # the default pickles the whole batch
+    def finish_bundle(self):
+        start = time.perf_counter()
+        out = list(self._collect(wait_for=len(self._pending)))
+        for batch in self._buckets.flush():
+            out += self._ground(batch)
+        self.busy_s += time.perf_counter() - start
+        for element in out:
+            if isinstance(element, beam.pvalue.TaggedOutput):
+                yield beam.pvalue.TaggedOutput(element.tag, windowed(element.value))
+            else:
+                yield windowed(element)
+        yield self.stage_time()
 
-    def batch_elements_kwargs(self) -> dict[str, Any]:
-        kwargs = {"min_batch_size": 1, "max_batch_size": self._config.batch_size}
-        if self._max_batch_wait_s is not None:  # BatchElements then batches statefully, with a timer
-            kwargs["max_batch_duration_secs"] = self._max_batch_wait_s
-        return kwargs
+    def _prepare(self, row: Row) -> tuple[Row, GroundingRequest | GroundingError]:
+        """Runs in the pool: the row's image decoded and resized for the detector."""
+        fetched = row.fetched
+        data = fetched.source if self._config.image_source == "source" and fetched.source else fetched.image
+        try:
+            image = self._detector.image_from_bytes(data)
+        except Exception as err:  # e.g. a side that resizes to 0 pixels: this row only
+            return row, GroundingError.of(err)
+        return row, GroundingRequest(image, row.parsed.caption, row.parsed.noun_chunks)
 
-    def get_metrics_namespace(self) -> str:
-        return "grit_ground"
+    def _collect(self, wait_for: int):
+        """Prepared rows into their buckets (waiting for the first ``wait_for``); ready batches grounded."""
+        while self._pending and (wait_for > 0 or self._pending[0].done()):
+            row, request = self._pending.popleft().result()
+            wait_for -= 1
+            if isinstance(request, GroundingError):
+                yield beam.pvalue.TaggedOutput(REJECTS, row.reject("ground", GROUNDING_ERROR, request.error))
+                continue
+            for batch in self._buckets.add(shape_of(request.image), (row, request)):
+                yield from self._ground(batch)
 
-    def share_model_across_processes(self) -> bool:
-        return False  # one model per worker process, not one per machine
+    def _ground(self, batch: list[tuple[Row, GroundingRequest]]):
+        results = ground_isolated(self._detector, [request for _, request in batch])
+        for (row, _), result in zip(batch, results):
+            if isinstance(result, GroundingError):
+                yield beam.pvalue.TaggedOutput(REJECTS, row.reject("ground", GROUNDING_ERROR, result.error))
+            else:
+                yield row, result
 
 
 def shard_row(row: Row, assembled, store_images: bool) -> dict:
@@ -93,13 +145,8 @@ class AssembleFn(TimedDoFn):
     def __init__(self, store_images: bool):
         self._store_images = store_images
 
-    def start_bundle(self):
-        super().start_bundle()
-        self.ground_s = 0.0
-
     def process(self, element):
-        row, result, ground_s = element
-        self.ground_s += ground_s
+        row, result = element
         if result.reject_reason:
             yield beam.pvalue.TaggedOutput(REJECTS, row.reject("ground", result.reject_reason))
             return
@@ -113,13 +160,9 @@ class AssembleFn(TimedDoFn):
             self.busy_s += time.perf_counter() - start
         yield record
 
-    def finish_bundle(self):
-        yield self.stage_time()
-        yield beam.pvalue.TaggedOutput(STATS, windowed(StageTime("ground", self.ground_s)))
-
 
 class GroundAndAssemble(beam.PTransform):
-    """Rows -> shard records (main) and rejects."""
+    """Rows -> shard records (``records``), rejects and stage times (``stats``)."""
 
     def __init__(self, config: DetectorConfig, store_images: bool, max_batch_wait_s: float | None = None):
         super().__init__()
@@ -127,9 +170,13 @@ class GroundAndAssemble(beam.PTransform):
         self._max_batch_wait_s = max_batch_wait_s
 
     def expand(self, rows):
-        return (
-            rows
-            | "Ground" >> RunInference(GroundingModelHandler(self._config, self._max_batch_wait_s))
-            | "Assemble"
-            >> beam.ParDo(AssembleFn(self._store_images)).with_outputs(REJECTS, STATS, main="records")
-        )
+        ground = GroundFn(self._config, self._max_batch_wait_s)
+        grounded = rows | "Ground" >> beam.ParDo(ground).with_outputs(REJECTS, STATS, main="grounded")
+        assembled = grounded["grounded"] | "Assemble" >> beam.ParDo(
+            AssembleFn(self._store_images)
+        ).with_outputs(REJECTS, STATS, main="records")
+        return {
+            "records": assembled["records"],
+            REJECTS: (grounded[REJECTS], assembled[REJECTS]) | "GroundRejects" >> beam.Flatten(),
+            STATS: (grounded[STATS], assembled[STATS]) | "GroundStats" >> beam.Flatten(),
+        }

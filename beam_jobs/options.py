@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 from grit_pipeline.beam_jobs.config import DEDUP_KEYS, MODES, BuildConfig
 from grit_pipeline.fetch import BOX_SAFE_RESIZE_MODES, FetchConfig
 from grit_pipeline.grounding import DEFAULT_DETECTOR, TINY_DETECTOR, DetectorConfig
+from grit_pipeline.grounding.config import IMAGE_SOURCES
 from grit_pipeline.inputs import IMG2DATASET_RESIZE_MODES, INPUT_FORMATS, InputConfig
 from grit_pipeline.text import MAX_CAPTION_CHARS, TextConfig
 
@@ -172,6 +174,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="close a grounding batch after S seconds even when not full (Beam's stateful batching, "
         "for streaming inputs); default: batches close when full or when the bundle ends",
     )
+    det.add_argument(
+        "--detector-image",
+        choices=IMAGE_SOURCES,
+        default=DetectorConfig.image_source,
+        help="what the detector sees: the downloaded image decoded at about its input size (source, "
+        "default) or the stored resized copy (stored: less CPU for large photos, less detail)",
+    )
+    det.add_argument(
+        "--detector-threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="torch threads per worker process (default: the cores divided by the local workers)",
+    )
 
     text = parser.add_argument_group("text")
     text.add_argument("--spacy-model", default=None, help="installed pipeline name or path")
@@ -223,7 +239,33 @@ def detector_config(args, model: str) -> DetectorConfig:
         nms_iou=args.nms_iou,
         batch_size=args.detector_batch_size,
         device=args.device,
+        image_source=args.detector_image,
+        threads=worker_threads(args),
     )
+
+
+def worker_threads(args) -> int:
+    """torch threads per worker: --detector-threads, else this machine's cores shared by Beam's local
+    workers (one pool per process taking every core made multi_processing runs 30-50x slower);
+    0 (torch's default) for remote runners, whose machines we cannot see from here."""
+    if args.detector_threads is not None:
+        if args.detector_threads < 1:
+            raise ValueError(f"--detector-threads must be >= 1, got {args.detector_threads}")
+        return args.detector_threads
+    from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+
+    options = PipelineOptions(getattr(args, BEAM_ARGV, None) or [])
+    if options.view_as(StandardOptions).runner not in (
+        None,
+        "DirectRunner",
+        "SwitchingDirectRunner",
+        "FnApiRunner",
+    ):
+        return 0
+    direct = options.view_as(DirectOptions)
+    cores = os.cpu_count() or 1
+    workers = 1 if direct.direct_running_mode in (None, "in_memory") else direct.direct_num_workers or cores
+    return max(1, cores // workers)
 
 
 def build_config(args, inputs: list[str], output: str, input_config: InputConfig) -> BuildConfig:

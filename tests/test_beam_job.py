@@ -280,15 +280,7 @@ def test_dedup_by_image_hash(tmp_path, server):
 
 
 def test_batches_bounded_by_waiting_time(tmp_path, server):
-    from grit_pipeline.beam_jobs.ground import GroundingModelHandler
-    from grit_pipeline.grounding import DetectorConfig
-
-    handler = GroundingModelHandler(DetectorConfig(batch_size=4), max_batch_wait_s=0.5)
-    assert handler.batch_elements_kwargs() == {
-        "min_batch_size": 1,
-        "max_batch_size": 4,
-        "max_batch_duration_secs": 0.5,
-    }
+    # When a batch leaves after its wait is tested on ShapeBuckets (test_grounding_batching.py).
     cases = [
         (server.add(f"/wait-{i}.jpg", Route(jpeg_bytes(90 + i, 90))), f"a square number {i}", None)
         for i in range(3)
