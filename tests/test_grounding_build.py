@@ -27,7 +27,7 @@ from grit_pipeline.beam_jobs.output_dir import load_manifest
 from grit_pipeline.beam_jobs.records import REJECTS, Row
 from grit_pipeline.fetch import FetchedImage
 from grit_pipeline.grounding import TINY_DETECTOR, DetectorConfig
-from grit_pipeline.io import InputRow
+from grit_pipeline.inputs import InputRow
 from grit_pipeline.schemas import list_shard_files, read_shard
 from grit_pipeline.text import TextConfig, TextStage
 
