@@ -57,3 +57,17 @@ def test_grit_command_runs():
     result = subprocess.run(["grit", "--help"], capture_output=True, text=True, check=True)
     for command in ("build", "parse", "ground", "inspect", "validate", "show", "convert", "train", "eval"):
         assert command in result.stdout
+
+
+def test_every_module_of_the_tree_is_in_the_wheel(wheel):
+    """A package folder missing from pyproject's explicit list would install from a checkout but not from the wheel."""
+    wheel_names, _ = wheel
+    mapping = {"grit_pipeline": "grit_pipeline", "model": "grit_pipeline/model"}
+    mapping |= {"beam_jobs": "grit_pipeline/beam_jobs", "schemas": "grit_pipeline/schemas"}
+    expected = {
+        f"{target}/{path.relative_to(ROOT / source).as_posix()}"
+        for source, target in mapping.items()
+        for path in (ROOT / source).rglob("*.py")
+        if "__pycache__" not in path.parts
+    }
+    assert sorted(expected - set(wheel_names)) == []
