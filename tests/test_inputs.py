@@ -193,3 +193,52 @@ def test_retry_rows_are_the_transient_rejects(tmp_path):
         ("k1", "http://x/1", "a cat"),
         ("k3", "http://x/3", "a cow"),
     ]
+
+
+@pytest.mark.parametrize("module", ["frames", "files", "image_files"])
+def test_doctests(module):
+    import doctest
+    import importlib
+
+    assert doctest.testmod(importlib.import_module(f"grit_pipeline.inputs.{module}")).failed == 0
+
+
+def test_rejects_are_writable_whatever_the_reader_handed_over(tmp_path):
+    path = str(tmp_path / "rejects.parquet")
+    rows = [
+        reject_row(5, 7, ["a", 1], "read", "bad_input_row", ValueError("x"), {"n": 1}),
+        reject_row("k", b"\xff", "bad \udcff byte", "read", "bad_input_row"),
+    ]
+    write_table(rows, path, REJECTS_SCHEMA)
+    table = pq.read_table(path).to_pylist()
+    assert [(r["key"], r["url"], r["caption"]) for r in table] == [
+        ("5", "7", '["a", 1]'),
+        ("k", "\\xff", "bad \\udcff byte"),
+    ]
+    assert json.loads(table[0]["fields"]) == {"n": 1}
+
+
+def test_over_long_fields_and_non_string_captions_are_bad_rows(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text(
+        json.dumps({"url": "http://x/1.jpg", "caption": "a cat " * 100})
+        + "\n"
+        + json.dumps({"url": "http://x/2.jpg", "caption": 42})
+        + "\n"
+    )
+    rows = list(read_file(str(path), InputConfig(max_field_chars=100)))
+    assert [r.reject[0] for r in rows] == ["bad_input_row", "bad_input_row"]
+    assert "600 characters, over 100" in rows[0].reject[1]
+    assert rows[1].caption == "42"  # kept as text for the rejects table
+
+
+def test_generated_keys_stay_unique_across_files_with_the_same_name(tmp_path):
+    from grit_pipeline.inputs import key_prefixes
+
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        write_csv(tmp_path / folder / "part.csv", ROWS[:1])
+    files = list_input_files(str(tmp_path))
+    prefixes = key_prefixes(files)
+    keys = [r.key for f in files for r in read_file(f, InputConfig(), prefixes[f])]
+    assert len(keys) == len(set(keys)) == 2
