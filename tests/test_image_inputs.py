@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from http_server import LoopbackServer, Route
+from img2dataset_runs import img2dataset
 from PIL import Image
 
 from grit_pipeline.beam_jobs import run
@@ -53,29 +54,6 @@ def red_block(data: bytes) -> tuple[float, float, float, float]:
     ys, xs = np.nonzero(mask)
     h, w = mask.shape
     return xs.min() / w, ys.min() / h, (xs.max() + 1) / w, (ys.max() + 1) / h
-
-
-def img2dataset(url_table, folder, resize_mode: str, output_format: str = "parquet") -> None:
-    """img2dataset's download of ``url_table`` into ``folder``, its own classes run in this process
-    (its command would spawn worker processes, which costs about a minute per run here)."""
-    from img2dataset.downloader import Downloader
-    from img2dataset.reader import Reader
-    from img2dataset.resizer import Resizer
-    from img2dataset.writer import ParquetSampleWriter, WebDatasetSampleWriter
-
-    folder.mkdir()
-    (folder / "_tmp").mkdir()
-    reader = Reader(
-        str(url_table), "parquet", "url", "caption", None, None, None, 1000, set(), str(folder / "_tmp"), 0
-    )
-    writer = ParquetSampleWriter if output_format == "parquet" else WebDatasetSampleWriter
-    resizer = Resizer(image_size=128, resize_mode=resize_mode, resize_only_if_bigger=False)
-    downloader = Downloader(
-        writer, resizer, 2, True, False, str(folder), reader.column_list, 5, 1000, 5, "sha256", None, "jpg", 0,
-        "img2dataset", None,
-    )  # fmt: skip
-    for shard in reader:
-        assert downloader(shard)[0]
 
 
 @pytest.fixture(scope="module")
