@@ -8,16 +8,11 @@ from __future__ import annotations
 import apache_beam as beam
 
 from grit_pipeline.beam_jobs.config import BuildConfig
+from grit_pipeline.beam_jobs.dedup import Deduplicate, committed_shards
 from grit_pipeline.beam_jobs.ground import GroundAndAssemble
 from grit_pipeline.beam_jobs.output_dir import RunPlan
 from grit_pipeline.beam_jobs.records import REJECTS, STATS
-from grit_pipeline.beam_jobs.stages import (
-    Deduplicate,
-    FetchImages,
-    ParseCaptions,
-    ReadInputs,
-    committed_shards,
-)
+from grit_pipeline.beam_jobs.stages import FetchImages, ParseCaptions, ReadInputs
 from grit_pipeline.beam_jobs.write import WriteOutputs
 
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import subprocess
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from http_server import LoopbackServer, Route, jpeg_bytes
+from img2dataset_runs import img2dataset
 
 from grit_pipeline.inputs import (
     InputConfig,
@@ -106,7 +105,7 @@ def test_grit20m_file_keeps_key_id_and_clip_scores(tmp_path):
 
 @pytest.fixture(scope="module")
 def img2dataset_outputs(tmp_path_factory):
-    """Real img2dataset runs over loopback URLs, in its parquet and webdataset output formats."""
+    """Real img2dataset runs (its own classes, in process) over loopback URLs, in its parquet and webdataset formats."""
     root = tmp_path_factory.mktemp("i2d")
     with LoopbackServer() as server:
         urls = [server.add(f"/{i}.jpg", Route(jpeg_bytes(300 + i, 200))) for i in range(3)]
@@ -116,38 +115,8 @@ def img2dataset_outputs(tmp_path_factory):
         )
         pq.write_table(table, root / "urls.parquet")
         outputs = {fmt: root / fmt for fmt in ("parquet", "webdataset")}
-        # img2dataset's own command, both output formats at once (each mostly waits on its worker start-up).
-        common = [
-            "--url_list",
-            str(root / "urls.parquet"),
-            "--input_format",
-            "parquet",
-            "--caption_col",
-            "caption",
-        ]
-        common += ["--save_additional_columns", "['lic']", "--image_size", "128", "--processes_count", "1"]
-        common += [
-            "--thread_count",
-            "2",
-            "--compute_hash",
-            "sha256",
-            "--enable_wandb",
-            "False",
-            "--timeout",
-            "3",
-        ]
-        runs = [
-            subprocess.Popen(
-                ["img2dataset", *common, "--output_folder", str(folder), "--output_format", fmt],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"},
-            )
-            for fmt, folder in outputs.items()
-        ]
-        for process in runs:
-            _, err = process.communicate(timeout=120)
-            assert process.returncode == 0, err[-2000:]
+        for fmt, folder in outputs.items():  # keep_ratio: img2dataset resizes, the aspect stays
+            img2dataset(root / "urls.parquet", folder, "keep_ratio", fmt, keep_columns=["lic"])
     return outputs
 
 
@@ -193,3 +162,52 @@ def test_retry_rows_are_the_transient_rejects(tmp_path):
         ("k1", "http://x/1", "a cat"),
         ("k3", "http://x/3", "a cow"),
     ]
+
+
+@pytest.mark.parametrize("module", ["frames", "files", "image_files"])
+def test_doctests(module):
+    import doctest
+    import importlib
+
+    assert doctest.testmod(importlib.import_module(f"grit_pipeline.inputs.{module}")).failed == 0
+
+
+def test_rejects_are_writable_whatever_the_reader_handed_over(tmp_path):
+    path = str(tmp_path / "rejects.parquet")
+    rows = [
+        reject_row(5, 7, ["a", 1], "read", "bad_input_row", ValueError("x"), {"n": 1}),
+        reject_row("k", b"\xff", "bad \udcff byte", "read", "bad_input_row"),
+    ]
+    write_table(rows, path, REJECTS_SCHEMA)
+    table = pq.read_table(path).to_pylist()
+    assert [(r["key"], r["url"], r["caption"]) for r in table] == [
+        ("5", "7", '["a", 1]'),
+        ("k", "\\xff", "bad \\udcff byte"),
+    ]
+    assert json.loads(table[0]["fields"]) == {"n": 1}
+
+
+def test_over_long_fields_and_non_string_captions_are_bad_rows(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text(
+        json.dumps({"url": "http://x/1.jpg", "caption": "a cat " * 100})
+        + "\n"
+        + json.dumps({"url": "http://x/2.jpg", "caption": 42})
+        + "\n"
+    )
+    rows = list(read_file(str(path), InputConfig(max_field_chars=100)))
+    assert [r.reject[0] for r in rows] == ["bad_input_row", "bad_input_row"]
+    assert "600 characters, over 100" in rows[0].reject[1]
+    assert rows[1].caption == "42"  # kept as text for the rejects table
+
+
+def test_generated_keys_stay_unique_across_files_with_the_same_name(tmp_path):
+    from grit_pipeline.inputs import key_prefixes
+
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        write_csv(tmp_path / folder / "part.csv", ROWS[:1])
+    files = list_input_files(str(tmp_path))
+    prefixes = key_prefixes(files)
+    keys = [r.key for f in files for r in read_file(f, InputConfig(), prefixes[f])]
+    assert len(keys) == len(set(keys)) == 2

@@ -1,0 +1,124 @@
+"""Uniqueness as Beam transforms: one row per key, per URL or per image hash, earlier committed runs included.
+
+Rows are grouped by the value that must be unique; values the committed shards of earlier runs
+already hold join each group as an ``EARLIER_RUN`` marker (read from that one column only), so
+a group holding one has no winner. Everything else is rejected with the winner's name in the error.
+"""
+
+from __future__ import annotations
+
+import apache_beam as beam
+import fsspec
+
+from grit_pipeline.beam_jobs.records import REJECTS, Row
+from grit_pipeline.inputs import DUPLICATE_KEY
+from grit_pipeline.schemas import list_shard_files
+from grit_pipeline.schemas.reader import read_parquet
+
+
+def committed_shards(output: str) -> tuple[str, ...]:
+    """The shard files earlier runs committed to OUTPUT (their keys, URLs and hashes stay taken)."""
+    fs, root = fsspec.core.url_to_fs(output)
+    return tuple(list_shard_files(f"{output}/shards")) if fs.exists(f"{root}/shards") else ()
+
+
+EARLIER_RUN = "\0earlier-run"  # stands in a group for a value a committed shard already holds
+
+
+class ColumnValuesFn(beam.DoFn):
+    """A committed shard file -> (value, EARLIER_RUN) for each non-empty value of one column (only it is read)."""
+
+    def __init__(self, column: str):
+        self._column = column
+
+    def process(self, path: str):
+        for value in read_parquet(path, columns=[self._column])[self._column].to_pylist():
+            if value:
+                yield value, EARLIER_RUN
+
+
+def _earlier(pipeline, label: str, shards: tuple[str, ...], column: str):
+    """(value, EARLIER_RUN) pairs of ``column`` in the committed shards, or None when there are none."""
+    if not shards:
+        return None
+    return (
+        pipeline
+        | f"{label}Shards" >> beam.Create(list(shards))
+        | f"{label}Values" >> beam.ParDo(ColumnValuesFn(column))
+    )
+
+
+def _group_with_earlier(keyed, earlier, label: str):
+    groups = [keyed] if earlier is None else [keyed, earlier]
+    return groups | f"{label}Merge" >> beam.Flatten() | f"{label}Group" >> beam.GroupByKey()
+
+
+def _unique_keys(item):
+    """Rows sharing a key: the first read (file, row) wins unless an earlier run holds the key."""
+    key, members = item
+    rows = sorted((m for m in members if isinstance(m, Row)), key=lambda r: (r.input.source, r.input.index))
+    earlier = len(rows) < len(members)
+    winner = None if earlier else rows[0]
+    if winner is not None:
+        yield winner
+    for row in rows[1:] if winner is not None else rows:
+        where = (
+            "an earlier run's shards" if earlier else f"row {winner.input.index + 1} of {winner.input.source}"
+        )
+        yield beam.pvalue.TaggedOutput(
+            REJECTS, row.reject("read", DUPLICATE_KEY, f"key {key!r} is taken by {where}")
+        )
+
+
+class UniqueKeys(beam.PTransform):
+    """Rows -> rows with unique keys (main) and ``duplicate_key`` rejects (stage ``read``)."""
+
+    def __init__(self, earlier_shards: tuple[str, ...] = ()):
+        super().__init__()
+        self._earlier_shards = tuple(earlier_shards)
+
+    def expand(self, rows):
+        keyed = rows | "ByKey" >> beam.Map(lambda row: (row.key, row))
+        earlier = _earlier(rows.pipeline, "EarlierKeys", self._earlier_shards, "key")
+        return _group_with_earlier(keyed, earlier, "Keys") | "FirstKey" >> beam.FlatMap(
+            _unique_keys
+        ).with_outputs(REJECTS, main="rows")
+
+
+def _first_wins(item):
+    """One group of rows sharing a URL or a hash: the smallest key stays, the others are duplicates;
+    all are duplicates when an earlier committed run already accepted the value."""
+    _, members = item
+    rows = sorted((m for m in members if isinstance(m, Row)), key=lambda r: r.key)
+    earlier = len(rows) < len(members)
+    if not earlier:
+        yield rows[0]
+    for row in rows if earlier else rows[1:]:
+        error = (
+            "an earlier run accepted the same content" if earlier else f"same content as row {rows[0].key}"
+        )
+        yield beam.pvalue.TaggedOutput(REJECTS, row.reject("dedup", "duplicate", error))
+
+
+def _dedup_key(field: str):
+    def key(row: Row):
+        value = row.input.url if field == "url" else row.fetched.sha256
+        return (value if value else f"\0unique:{row.key}"), row
+
+    return key
+
+
+class Deduplicate(beam.PTransform):
+    """Rows -> rows with one row per URL (or image hash); the rest go to rejects as ``duplicate``,
+    and so does every row whose URL (hash) is in ``earlier_shards`` (runs committed before)."""
+
+    def __init__(self, field: str, earlier_shards: tuple[str, ...] = ()):
+        super().__init__()
+        self._field, self._earlier_shards = field, tuple(earlier_shards)
+
+    def expand(self, rows):
+        keyed = rows | "Key" >> beam.Map(_dedup_key(self._field))
+        earlier = _earlier(rows.pipeline, "Earlier", self._earlier_shards, self._field)
+        return _group_with_earlier(keyed, earlier, "") | "FirstWins" >> beam.FlatMap(
+            _first_wins
+        ).with_outputs(REJECTS, main="rows")
