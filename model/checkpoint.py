@@ -67,7 +67,13 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if (path / "config.json").exists():
         return path
     if (path / LATEST).exists():
-        return path / (path / LATEST).read_text().strip()
+        name = (path / LATEST).read_text().strip()
+        if not (path / name / "config.json").exists():
+            raise FileNotFoundError(
+                f"{path / LATEST} names {name!r}, which is not a checkpoint folder under {path}; "
+                "write the name of an existing checkpoint-STEP folder into it"
+            )
+        return path / name
     raise FileNotFoundError(
         f"{path} is neither a checkpoint (no config.json) nor a training output folder (no '{LATEST}' file)"
     )
@@ -80,5 +86,19 @@ def load_training_config(checkpoint: Path) -> dict:
 
 
 def load_trainer_state(checkpoint: Path) -> dict:
-    # weights_only=False: the state holds Python RNG tuples and numpy arrays we wrote ourselves.
-    return torch.load(checkpoint / STATE_NAME, map_location="cpu", weights_only=False)
+    """The optimizer/scheduler/stream/RNG state; ValueError (one line) when it is missing or truncated."""
+    path = checkpoint / STATE_NAME
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} not found: {checkpoint} cannot be resumed (it holds no trainer state)"
+        )
+    try:
+        # weights_only=False: the state holds Python RNG tuples and numpy arrays we wrote ourselves.
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except (
+        Exception
+    ) as err:  # torch raises RuntimeError, EOFError or UnpicklingError depending on where it ends
+        raise ValueError(
+            f"{path} is truncated or corrupt ({type(err).__name__}); resume from an earlier checkpoint by "
+            f"writing its folder name into {checkpoint.parent / LATEST}"
+        ) from err

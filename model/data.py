@@ -196,8 +196,13 @@ class ShardBatches(IterableDataset):
         except SkipRow as err:
             # A batch shrinks by its unusable rows rather than pulling replacements, which would
             # make the stream position depend on what was skipped.
-            skipped[str(err).split(":")[0].split("(")[0].strip()] += 1
+            skipped[skip_reason(err)] += 1
             return None
+
+
+def skip_reason(err: SkipRow) -> str:
+    """The reason of a skipped row without its details (sizes, decoder messages), for counting."""
+    return str(err).split(":")[0].split("(")[0].strip()
 
 
 def make_loader(dataset: ShardBatches) -> DataLoader:
@@ -210,3 +215,30 @@ def make_loader(dataset: ShardBatches) -> DataLoader:
         persistent_workers=False,
         prefetch_factor=4 if workers else None,
     )
+
+
+def require_usable_row(config, processor, num_slots: int) -> None:
+    """Raise ValueError naming the skip reasons when no row of ``config.data`` makes an example.
+
+    Rows are tried in file order and the scan stops at the first usable one (normally the first).
+    ``config`` is the TrainConfig (its data, images and text settings).
+    """
+    paths = list_shard_files(config.data)
+    if not paths:
+        raise ValueError(f"no Parquet shards under {config.data}")
+    rows = ShardRows(paths, config.images, cached=1)
+    text, skipped = config.text_config(config.location_grid), Counter()
+    for shard, length in enumerate(shard_lengths(paths)):
+        for row in range(length):
+            try:
+                make_example(rows.get(shard, row), processor, text, num_slots, random.Random(0))
+                return
+            except SkipRow as err:
+                skipped[skip_reason(err)] += 1
+    reasons = ", ".join(f"{reason}: {n}" for reason, n in skipped.most_common()) or "the shards hold no rows"
+    hint = (
+        " (shards without image bytes need --images, the img2dataset folder)"
+        if "row has no image bytes" in skipped
+        else ""
+    )
+    raise ValueError(f"no usable training example in {config.data}: {reasons}{hint}")

@@ -28,7 +28,7 @@ from grit_pipeline.model.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from grit_pipeline.model.data import ShardBatches, StreamConfig, make_loader
+from grit_pipeline.model.data import ShardBatches, StreamConfig, make_loader, require_usable_row
 from grit_pipeline.model.distributed import Dist, init_distributed, wrap
 from grit_pipeline.model.examples import TextConfig
 from grit_pipeline.model.images import CROP_MODES
@@ -128,8 +128,12 @@ def restore(config: TrainConfig):
     checkpoint = resolve_checkpoint(config.out)
     saved = TrainConfig(**load_training_config(checkpoint))
     saved = replace(saved, out=config.out, max_steps=config.max_steps, max_minutes=config.max_minutes)
-    model = Kosmos2ForConditionalGeneration.from_pretrained(checkpoint)
-    return saved, load_processor(str(checkpoint)), model, load_trainer_state(checkpoint)
+    state = load_trainer_state(checkpoint)
+    try:
+        model = Kosmos2ForConditionalGeneration.from_pretrained(checkpoint)
+    except Exception as err:  # a truncated weights file raises the safetensors reader's own errors
+        raise ValueError(f"cannot load the weights of {checkpoint} (truncated or corrupt?): {err}") from err
+    return saved, load_processor(str(checkpoint)), model, state
 
 
 def make_optimizer(model, config: TrainConfig):
@@ -218,7 +222,8 @@ def train(
         set_rng_state(saved_state["rng"])
     raw_model, model = model, wrap(model, dist)
 
-    # 3. data
+    # 3. data (refused when not one row can become an example, rather than "training" on nothing)
+    require_usable_row(config, processor, raw_model.config.latent_query_num)
     batches = make_batches(config, dist, processor, raw_model.config.latent_query_num, state.next_batch)
 
     # 4. the loop
