@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from grit_pipeline.schemas.shard import SCHEMA_KEY
+
 REJECTS_SCHEMA_VERSION = 1
 
 REJECTS_SCHEMA = pa.schema(
@@ -15,7 +17,7 @@ REJECTS_SCHEMA = pa.schema(
         pa.field("reason", pa.string(), nullable=False),  # a short machine-readable code, e.g. http_404
         pa.field("error", pa.string()),  # the human-readable detail (exception text), may be null
     ],
-    metadata={b"grit_pipeline.schema": f"rejects/{REJECTS_SCHEMA_VERSION}".encode()},
+    metadata={SCHEMA_KEY: f"rejects/{REJECTS_SCHEMA_VERSION}".encode()},
 )
 
 
