@@ -8,13 +8,12 @@ caption is formed, by the same function the trainer uses on GRIT-20M rows.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from grit_pipeline.grounding.base import GroundingResult
 from grit_pipeline.locations import NUM_PATCHES_PER_SIDE, render_grounded_caption
-from grit_pipeline.schemas.shard import GroundedSpan, spans_from_column, spans_to_column
+from grit_pipeline.schemas.shard import GroundedSpan, group_by_span, spans_from_column, spans_to_column
 from grit_pipeline.text import CharSpan, ParsedCaption, containment_filter
 
 
@@ -58,11 +57,11 @@ def grounded_caption(
     num_patches: int = NUM_PATCHES_PER_SIDE,
 ) -> str:
     """The Kosmos-2 text for a caption and its grounded expressions (boxes of one span grouped)."""
-    boxes_by_span: dict[tuple[int, int], list] = defaultdict(list)
-    for span in select_grounding_spans(spans, min_score):
-        boxes_by_span[(span.start, span.end)].append(span.box)
+    grouped = group_by_span(select_grounding_spans(spans, min_score))
     return render_grounded_caption(
-        caption, [(start, end, boxes) for (start, end), boxes in boxes_by_span.items()], num_patches
+        caption,
+        [(start, end, [s.box for s in group]) for (start, end), group in grouped.items()],
+        num_patches,
     )
 
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+
+from grit_pipeline.schemas.shard import Box  # the box type is the schema's; re-exported here
 
 NUM_PATCHES_PER_SIDE = 32  # Kosmos-2's P: 32 x 32 = 1,024 location tokens in the released vocabulary
 
@@ -25,36 +26,6 @@ OBJECT_OPEN, OBJECT_CLOSE = "<object>", "</object>"
 DELIMITER = "</delimiter_of_multi_objects/>"
 # The original training code clamps the lower-right corner just below 1.0 so x2 = 1 stays in the last cell.
 _LOWER_RIGHT_CLAMP = 0.99999
-
-
-@dataclass(frozen=True)
-class Box:
-    """A box in normalised image coordinates: 0 <= x_min < x_max <= 1 for a valid box."""
-
-    x_min: float
-    y_min: float
-    x_max: float
-    y_max: float
-
-    @property
-    def area(self) -> float:
-        return max(0.0, self.x_max - self.x_min) * max(0.0, self.y_max - self.y_min)
-
-    def is_valid(self) -> bool:
-        return 0.0 <= self.x_min < self.x_max <= 1.0 and 0.0 <= self.y_min < self.y_max <= 1.0
-
-    def iou(self, other: Box) -> float:
-        inter = Box(
-            max(self.x_min, other.x_min),
-            max(self.y_min, other.y_min),
-            min(self.x_max, other.x_max),
-            min(self.y_max, other.y_max),
-        ).area
-        union = self.area + other.area - inter
-        return inter / union if union > 0 else 0.0
-
-    def as_tuple(self) -> tuple[float, float, float, float]:
-        return (self.x_min, self.y_min, self.x_max, self.y_max)
 
 
 def patch_token(index: int) -> str:

@@ -1,17 +1,34 @@
-"""The shard and rejects schemas (defined once, versioned) and the readers and writers built on them."""
+"""The shard and rejects schemas (defined once, versioned) and the readers and writers built on them.
 
-from grit_pipeline.schemas.reader import iter_rows, list_shard_files, read_provenance, read_shard
+The bottom layer: nothing here imports the rest of grit_pipeline (tests/test_layers.py checks it).
+"""
+
+from grit_pipeline.schemas.reader import (
+    ShardFormatError,
+    column_type_problems,
+    iter_rows,
+    list_shard_files,
+    read_parquet,
+    read_parquet_metadata,
+    read_parquet_schema,
+    read_provenance,
+    read_shard,
+)
 from grit_pipeline.schemas.rejects import REJECTS_SCHEMA, REJECTS_SCHEMA_VERSION, reject_row
 from grit_pipeline.schemas.shard import (
     GRIT20M_COLUMNS,
+    PROVENANCE_KEY,
+    SCHEMA_KEY,
     SHARD_SCHEMA,
     SHARD_SCHEMA_VERSION,
+    Box,
     GroundedSpan,
+    group_by_span,
     shard_schema,
     spans_from_column,
     spans_to_column,
 )
-from grit_pipeline.schemas.writer import PROVENANCE_KEY, SCHEMA_KEY, write_table
+from grit_pipeline.schemas.writer import atomic_open, write_table
 
 __all__ = [
     "GRIT20M_COLUMNS",
@@ -21,9 +38,17 @@ __all__ = [
     "SCHEMA_KEY",
     "SHARD_SCHEMA",
     "SHARD_SCHEMA_VERSION",
+    "Box",
     "GroundedSpan",
+    "ShardFormatError",
+    "atomic_open",
+    "column_type_problems",
+    "group_by_span",
     "iter_rows",
     "list_shard_files",
+    "read_parquet",
+    "read_parquet_metadata",
+    "read_parquet_schema",
     "read_provenance",
     "read_shard",
     "reject_row",

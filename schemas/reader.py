@@ -1,17 +1,32 @@
-"""Read our shards and GRIT-20M Parquet files through one path, in the v1 layout."""
+"""Read our shards and GRIT-20M Parquet files through one path, in the v1 layout.
+
+Every Parquet read goes through Arrow-owned memory or pyarrow's own local reader, never a Python
+file object (see ``read_parquet``); a file that cannot be read as a shard raises ``ShardFormatError``
+with one message per defect.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import struct
+from collections.abc import Iterator, Sequence
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from grit_pipeline.schemas.shard import SHARD_SCHEMA
-from grit_pipeline.schemas.writer import PROVENANCE_KEY
+from grit_pipeline.schemas.shard import PROVENANCE_KEY, SHARD_SCHEMA
+
+READ_REQUIRED_COLUMNS = ("key", "caption")  # the least a file needs to be read as a shard
+
+
+class ShardFormatError(ValueError):
+    """A file that cannot be read as a GRIT shard; ``problems`` holds one message per defect."""
+
+    def __init__(self, path: str, problems: Sequence[str]):
+        self.path, self.problems = path, tuple(problems)
+        super().__init__(f"{path}: not a readable GRIT shard: " + "; ".join(self.problems))
 
 
 def list_shard_files(path: str) -> list[str]:
@@ -34,20 +49,17 @@ def list_shard_files(path: str) -> list[str]:
     return sorted(fs.unstrip_protocol(p) if "://" in path else p for p in found)
 
 
-def _conform(table: pa.Table) -> pa.Table:
-    """Cast to the v1 columns: missing ones (e.g. ``image`` in GRIT-20M) become nulls; extra ones are kept after."""
-    columns, fields = [], []
-    for field in SHARD_SCHEMA:
-        if field.name in table.column_names:
-            columns.append(table[field.name].cast(field.type))
-        else:
-            columns.append(pa.nulls(table.num_rows, field.type))
-        fields.append(field.with_nullable(True))
-    for name in table.column_names:
-        if name not in SHARD_SCHEMA.names:
-            columns.append(table[name])
-            fields.append(table.schema.field(name))
-    return pa.Table.from_arrays(columns, schema=pa.schema(fields, metadata=table.schema.metadata))
+def _read_into_arrow(fs, fs_path: str, path: str, offset: int, size: int) -> pa.Buffer:
+    buffer = pa.allocate_buffer(size)
+    view, filled = memoryview(buffer), 0
+    with fs.open(fs_path, "rb") as handle:
+        handle.seek(offset)
+        while filled < len(view):
+            count = handle.readinto(view[filled:])
+            if not count:
+                raise OSError(f"{path}: the file ended after {offset + filled} of {offset + size} bytes")
+            filled += count
+    return buffer
 
 
 def read_parquet(path: str, columns: list[str] | None = None) -> pa.Table:
@@ -60,27 +72,104 @@ def read_parquet(path: str, columns: list[str] | None = None) -> pa.Table:
     """
     fs, fs_path = fsspec.core.url_to_fs(path)
     if isinstance(fs, LocalFileSystem):
-        return pq.read_table(fs_path, filesystem=fs, columns=columns)
-    buffer = pa.allocate_buffer(fs.size(fs_path))
-    view, filled = memoryview(buffer), 0
-    with fs.open(fs_path, "rb") as handle:
-        while filled < len(view):
-            count = handle.readinto(view[filled:])
-            if not count:
-                raise OSError(f"{path}: the file ended after {filled} of {len(view)} bytes")
-            filled += count
-    return pq.read_table(pa.BufferReader(buffer), columns=columns)
+        return pq.read_table(fs_path, columns=columns)
+    return pq.read_table(
+        pa.BufferReader(_read_into_arrow(fs, fs_path, path, 0, fs.size(fs_path))), columns=columns
+    )
+
+
+def _footer(path: str):
+    """A readable source holding a Parquet file's footer: the local file, or the footer bytes alone."""
+    fs, fs_path = fsspec.core.url_to_fs(path)
+    if isinstance(fs, LocalFileSystem):
+        return fs_path
+    size = fs.size(fs_path)
+    if size < 12:  # magic, footer length, magic
+        raise OSError(f"{path}: {size} bytes is too small for a Parquet file")
+    tail = _read_into_arrow(fs, fs_path, path, size - 8, 8).to_pybytes()
+    length = struct.unpack("<I", tail[:4])[0]
+    if tail[4:] != b"PAR1" or length + 12 > size:
+        raise OSError(f"{path}: no Parquet footer (the file is damaged or not Parquet)")
+    # The reader checks only the footer and its leading magic, so the footer alone reads as the file's.
+    return pa.BufferReader(
+        b"PAR1" + _read_into_arrow(fs, fs_path, path, size - length - 8, length + 8).to_pybytes()
+    )
+
+
+def read_parquet_schema(path: str) -> pa.Schema:
+    """The Arrow schema (with its metadata) from a Parquet file's footer; the data is not read."""
+    return pq.read_schema(_footer(path))
+
+
+def read_parquet_metadata(path: str) -> pq.FileMetaData:
+    """The Parquet footer (row count, row groups) of a file; the data is not read."""
+    return pq.read_metadata(_footer(path))
+
+
+def _compatible(got: pa.DataType, want: pa.DataType) -> bool:
+    """Whether a file's column type reads as the v1 type without changing values (string vs large_string...)."""
+    if got == want or pa.types.is_null(got):
+        return True
+    for family in (pa.types.is_integer, pa.types.is_floating):
+        if family(want):
+            return family(got)
+    if pa.types.is_string(want):
+        return pa.types.is_string(got) or pa.types.is_large_string(got)
+    if pa.types.is_binary(want):
+        return pa.types.is_binary(got) or pa.types.is_large_binary(got)
+    if pa.types.is_list(want):
+        is_list = pa.types.is_list(got) or pa.types.is_large_list(got)
+        return is_list and _compatible(got.value_type, want.value_type)
+    return False
+
+
+def column_type_problems(schema: pa.Schema) -> list[str]:
+    """One message per v1 column whose type in ``schema`` does not read as the v1 type."""
+    return [
+        f"column {field.name!r} has type {schema.field(field.name).type}, expected {field.type}"
+        for field in SHARD_SCHEMA
+        if field.name in schema.names and not _compatible(schema.field(field.name).type, field.type)
+    ]
+
+
+def _conform(table: pa.Table, names: Sequence[str]) -> pa.Table:
+    """The columns ``names`` cast to their v1 types; v1 columns the file lacks become nulls."""
+    columns, fields = [], []
+    for name in names:
+        if name in SHARD_SCHEMA.names:
+            field = SHARD_SCHEMA.field(name).with_nullable(True)
+            present = name in table.column_names
+            columns.append(table[name].cast(field.type) if present else pa.nulls(table.num_rows, field.type))
+        else:
+            columns.append(table[name])
+            field = table.schema.field(name)
+        fields.append(field)
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields, metadata=table.schema.metadata))
 
 
 def read_shard(path: str, columns: list[str] | None = None) -> pa.Table:
-    """One shard (ours or GRIT-20M) as an Arrow table in the v1 layout; ``columns`` selects a subset."""
-    table = read_parquet(path)
-    if "key" not in table.column_names or "caption" not in table.column_names:
-        raise ValueError(
-            f"{path}: not a GRIT shard (needs at least 'key' and 'caption'), has {table.column_names}"
-        )
-    table = _conform(table)
-    return table.select(columns) if columns else table
+    """One shard (ours or GRIT-20M) as an Arrow table in the v1 layout; only ``columns`` are read.
+
+    Without ``columns``: every v1 column (missing ones as nulls, e.g. ``image`` in GRIT-20M), then the
+    file's extra columns. Raises ``ShardFormatError`` when the file cannot be read as a shard.
+    """
+    try:
+        schema = read_parquet_schema(path)
+    except (OSError, pa.ArrowException) as err:
+        raise ShardFormatError(path, [f"cannot read as Parquet ({type(err).__name__}: {err})"]) from err
+    problems = [f"missing column {name!r}" for name in READ_REQUIRED_COLUMNS if name not in schema.names]
+    problems += column_type_problems(schema)
+    extra = [name for name in schema.names if name not in SHARD_SCHEMA.names]
+    names = list(columns) if columns else [*SHARD_SCHEMA.names, *extra]
+    unknown = [name for name in names if name not in SHARD_SCHEMA.names and name not in schema.names]
+    problems += [f"no column {name!r} (not a v1 column, not in the file)" for name in unknown]
+    if problems:
+        raise ShardFormatError(path, problems)
+    try:
+        table = read_parquet(path, columns=[name for name in names if name in schema.names])
+    except (OSError, pa.ArrowException) as err:
+        raise ShardFormatError(path, [f"cannot read as Parquet ({type(err).__name__}: {err})"]) from err
+    return _conform(table, names)
 
 
 def iter_rows(path: str, columns: list[str] | None = None) -> Iterator[tuple[str, int, dict]]:
@@ -92,7 +181,5 @@ def iter_rows(path: str, columns: list[str] | None = None) -> Iterator[tuple[str
 
 def read_provenance(path: str) -> dict | None:
     """The provenance JSON a shard carries in its Parquet metadata, or None (e.g. a GRIT-20M file)."""
-    with fsspec.open(path, "rb") as handle:
-        metadata = pq.read_schema(handle).metadata or {}
-    raw = metadata.get(PROVENANCE_KEY)
+    raw = (read_parquet_schema(path).metadata or {}).get(PROVENANCE_KEY)
     return json.loads(raw) if raw else None

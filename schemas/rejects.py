@@ -13,6 +13,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from grit_pipeline.schemas.shard import SCHEMA_KEY
+
 REJECTS_SCHEMA_VERSION = 2
 
 REJECTS_SCHEMA = pa.schema(
@@ -25,7 +27,7 @@ REJECTS_SCHEMA = pa.schema(
         pa.field("error", pa.string()),  # the human-readable detail (exception text), may be null
         pa.field("fields", pa.string()),  # pass-through values as a JSON object, may be null
     ],
-    metadata={b"grit_pipeline.schema": f"rejects/{REJECTS_SCHEMA_VERSION}".encode()},
+    metadata={SCHEMA_KEY: f"rejects/{REJECTS_SCHEMA_VERSION}".encode()},
 )
 
 

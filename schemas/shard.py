@@ -8,14 +8,16 @@ floats), so a GRIT-20M file and one of our shards read the same way.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
 
-from grit_pipeline.locations import Box
-
 SHARD_SCHEMA_VERSION = 1
+# Parquet key-value metadata of our files: which schema and version (``shard/1``), and the run's provenance.
+SCHEMA_KEY = b"grit_pipeline.schema"
+PROVENANCE_KEY = b"grit_pipeline.provenance"
 
 SPANS_TYPE = pa.list_(pa.list_(pa.float64()))
 
@@ -52,7 +54,7 @@ SHARD_SCHEMA = pa.schema(
         pa.field("image_height", pa.int64()),
         pa.field("sha256", pa.string()),  # hex digest of the downloaded bytes, before resizing
     ],
-    metadata={b"grit_pipeline.schema": f"shard/{SHARD_SCHEMA_VERSION}".encode()},
+    metadata={SCHEMA_KEY: f"shard/{SHARD_SCHEMA_VERSION}".encode()},
 )
 
 
@@ -65,6 +67,36 @@ def shard_schema(extra_fields: Sequence[pa.Field] = ()) -> pa.Schema:
     for field in extra_fields:
         schema = schema.append(field)
     return schema
+
+
+@dataclass(frozen=True)
+class Box:
+    """A box in normalised image coordinates: 0 <= x_min < x_max <= 1 for a valid box."""
+
+    x_min: float
+    y_min: float
+    x_max: float
+    y_max: float
+
+    @property
+    def area(self) -> float:
+        return max(0.0, self.x_max - self.x_min) * max(0.0, self.y_max - self.y_min)
+
+    def is_valid(self) -> bool:
+        return 0.0 <= self.x_min < self.x_max <= 1.0 and 0.0 <= self.y_min < self.y_max <= 1.0
+
+    def iou(self, other: Box) -> float:
+        inter = Box(
+            max(self.x_min, other.x_min),
+            max(self.y_min, other.y_min),
+            min(self.x_max, other.x_max),
+            min(self.y_max, other.y_max),
+        ).area
+        union = self.area + other.area - inter
+        return inter / union if union > 0 else 0.0
+
+    def as_tuple(self) -> tuple[float, float, float, float]:
+        return (self.x_min, self.y_min, self.x_max, self.y_max)
 
 
 @dataclass(frozen=True)
@@ -94,3 +126,11 @@ def spans_from_column(rows: Iterable[Sequence[float]] | None) -> list[GroundedSp
 def spans_to_column(spans: Iterable[GroundedSpan]) -> list[list[float]]:
     """The ``list<list<float64>>`` cell for typed spans, sorted by (start, end) as GRIT-20M is."""
     return [s.to_row() for s in sorted(spans, key=lambda s: (s.start, s.end))]
+
+
+def group_by_span(spans: Iterable[GroundedSpan]) -> dict[tuple[int, int], list[GroundedSpan]]:
+    """The spans of each character range ``(start, end)`` (one per box), ranges in caption order."""
+    grouped: dict[tuple[int, int], list[GroundedSpan]] = defaultdict(list)
+    for span in spans:
+        grouped[(span.start, span.end)].append(span)
+    return {key: grouped[key] for key in sorted(grouped)}

@@ -1,17 +1,37 @@
-"""Atomic Parquet writes with provenance in the file metadata."""
+"""Atomic writes (temporary name, then rename) and Parquet files with provenance in their metadata."""
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SCHEMA_KEY = b"grit_pipeline.schema"
-PROVENANCE_KEY = b"grit_pipeline.provenance"
+from grit_pipeline.schemas.shard import PROVENANCE_KEY
+
+
+@contextmanager
+def atomic_open(fs: fsspec.AbstractFileSystem, path: str, mode: str = "wb") -> Iterator:
+    """A handle on a hidden temporary file beside ``path``, renamed to ``path`` when the block succeeds.
+
+    Readers see the old file or the new one, whole: a killed job never leaves a partial file under the
+    final name, and the temporary file is removed when the block fails.
+    """
+    parent, name = path.rsplit("/", 1) if "/" in path else ("", path)
+    tmp = f"{parent}/.{name}.{uuid.uuid4().hex}.tmp" if parent else f".{name}.{uuid.uuid4().hex}.tmp"
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    try:
+        with fs.open(tmp, mode) as handle:
+            yield handle
+        fs.mv(tmp, path)
+    finally:
+        if fs.exists(tmp):
+            fs.rm(tmp)
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -34,11 +54,10 @@ def write_table(
     provenance: Mapping | None = None,
     row_group_size: int | None = None,
 ) -> int:
-    """Write ``rows`` to ``path`` (any fsspec URL) and return the number of rows written.
+    """Write ``rows`` to ``path`` (any fsspec URL) atomically and return the number of rows written.
 
-    The file is written under a hidden temporary name in the same folder and renamed into place,
-    so a killed job never leaves a partial file under a shard's name. ``provenance`` (the run's
-    configuration: versions, models, thresholds) is stored as JSON in the Parquet key-value metadata.
+    ``provenance`` (the run's configuration: versions, models, thresholds) is stored as JSON in the
+    Parquet key-value metadata.
     """
     table = (
         _conform(rows, schema)
@@ -50,15 +69,6 @@ def write_table(
         metadata[PROVENANCE_KEY] = json.dumps(provenance, sort_keys=True, default=str).encode()
     table = table.cast(schema).replace_schema_metadata(metadata)
     fs, fs_path = fsspec.core.url_to_fs(path)
-    parent, name = fs_path.rsplit("/", 1) if "/" in fs_path else ("", fs_path)
-    tmp_path = f"{parent}/.{name}.{uuid.uuid4().hex}.tmp" if parent else f".{name}.{uuid.uuid4().hex}.tmp"
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    try:
-        with fs.open(tmp_path, "wb") as handle:
-            pq.write_table(table, handle, row_group_size=row_group_size, compression="zstd")
-        fs.mv(tmp_path, fs_path)
-    finally:
-        if fs.exists(tmp_path):
-            fs.rm(tmp_path)
+    with atomic_open(fs, fs_path, "wb") as handle:
+        pq.write_table(table, handle, row_group_size=row_group_size, compression="zstd")
     return table.num_rows

@@ -12,6 +12,7 @@ from grit_pipeline.schemas import (
     REJECTS_SCHEMA,
     SHARD_SCHEMA,
     GroundedSpan,
+    ShardFormatError,
     iter_rows,
     list_shard_files,
     read_provenance,
@@ -165,8 +166,9 @@ def test_fsspec_paths(tmp_path):
 def test_not_a_shard_is_a_clear_error(tmp_path):
     path = str(tmp_path / "other.parquet")
     pq.write_table(pa.table({"x": [1]}), path)
-    with pytest.raises(ValueError, match="not a GRIT shard"):
+    with pytest.raises(ShardFormatError, match="not a readable GRIT shard") as caught:
         read_shard(path)
+    assert caught.value.problems == ("missing column 'key'", "missing column 'caption'")
 
 
 def test_reject_rows_fit_the_schema(tmp_path):
@@ -180,3 +182,42 @@ def test_reject_rows_fit_the_schema(tmp_path):
 def test_span_rows_must_have_seven_numbers():
     with pytest.raises(ValueError, match="7 numbers"):
         spans_from_column([[0.0, 1.0, 0.1]])
+
+
+def _damage_column(path: str, column: str) -> None:
+    """Overwrite the bytes of one column's data in a Parquet file, leaving the footer intact."""
+    metadata = pq.read_metadata(path)
+    index = metadata.schema.to_arrow_schema().get_field_index(column)
+    with open(path, "r+b") as handle:
+        for group in range(metadata.num_row_groups):
+            chunk = metadata.row_group(group).column(index)
+            start = chunk.dictionary_page_offset if chunk.has_dictionary_page else chunk.data_page_offset
+            handle.seek(start + 8)  # past the page header's first bytes, well inside the chunk
+            handle.write(b"\xff" * (chunk.total_compressed_size // 2))
+
+
+def test_read_shard_reads_only_the_requested_columns(tmp_path):
+    from shard_factory import default_samples, shard_row, write_shard
+
+    path = write_shard(str(tmp_path / "s.parquet"), [shard_row(s) for s in default_samples(3)])
+    _damage_column(path, "image")  # a column that is read fails: only one that is not read can be damaged
+    table = read_shard(path, ["key", "caption", "grounded_caption"])
+    assert table.column_names == ["key", "caption", "grounded_caption"] and table.num_rows == 3
+    assert read_shard(path, ["caption", "id"]).column("id").null_count == 3  # a v1 column the file lacks
+    with pytest.raises(ShardFormatError, match="cannot read as Parquet"):
+        read_shard(path)
+    with pytest.raises(ShardFormatError, match="no column 'nope'"):
+        read_shard(path, ["key", "nope"])
+
+
+def test_footer_reads_never_go_through_a_python_file_object(tmp_path, monkeypatch):
+    from shard_factory import PROVENANCE, default_samples, shard_row, write_shard
+
+    from grit_pipeline.schemas import read_parquet_metadata, read_parquet_schema
+
+    url = write_shard("memory://footer/s.parquet", [shard_row(s) for s in default_samples(2)])
+    # pyarrow's Python-file readers are what aborted processes at exit: make any use of them fail.
+    monkeypatch.setattr(pq, "ParquetFile", None)
+    assert read_provenance(url) == PROVENANCE
+    assert read_parquet_metadata(url).num_rows == 2
+    assert "grounded_caption" in read_parquet_schema(url).names

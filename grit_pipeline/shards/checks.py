@@ -9,35 +9,29 @@ from __future__ import annotations
 
 import io
 import math
-from collections import defaultdict
+import warnings
 
 import pyarrow as pa
+from PIL import Image
 
 from grit_pipeline.assemble import select_grounding_spans
-from grit_pipeline.locations import NUM_PATCHES_PER_SIDE, parse_grounded_caption
-from grit_pipeline.schemas import SCHEMA_KEY, SHARD_SCHEMA, SHARD_SCHEMA_VERSION, spans_from_column
+from grit_pipeline.fetch import FetchConfig
+from grit_pipeline.locations import NUM_PATCHES_PER_SIDE, parse_grounded_caption, strip_offsets
+from grit_pipeline.schemas import (
+    SCHEMA_KEY,
+    SHARD_SCHEMA,
+    SHARD_SCHEMA_VERSION,
+    column_type_problems,
+    group_by_span,
+    spans_from_column,
+)
 
 SPAN_COLUMNS = ("noun_chunks", "ref_exps")
 REQUIRED_COLUMNS = ("key", "caption", "noun_chunks", "ref_exps")  # what even a GRIT-20M file has
 # A box decoded from location tokens is within one cell of the stored box; a little slack for floats.
 CELL_TOLERANCE = 1.0 / NUM_PATCHES_PER_SIDE + 1e-9
-
-
-def _compatible(got: pa.DataType, want: pa.DataType) -> bool:
-    """Whether a file's column type reads as the v1 type without changing values (string vs large_string...)."""
-    if got == want:
-        return True
-    for family in (pa.types.is_integer, pa.types.is_floating):
-        if family(want):
-            return family(got)
-    if pa.types.is_string(want):
-        return pa.types.is_string(got) or pa.types.is_large_string(got)
-    if pa.types.is_binary(want):
-        return pa.types.is_binary(got) or pa.types.is_large_binary(got)
-    if pa.types.is_list(want):
-        is_list = pa.types.is_list(got) or pa.types.is_large_list(got)
-        return is_list and _compatible(got.value_type, want.value_type)
-    return False
+# The build's pixel limit: an image the build would have refused is never decoded by a tool either.
+MAX_PIXELS = FetchConfig.max_pixels
 
 
 def schema_problems(schema: pa.Schema) -> list[str]:
@@ -54,12 +48,7 @@ def schema_problems(schema: pa.Schema) -> list[str]:
     missing = [name for name in required if name not in schema.names]
     if missing:
         problems.append(f"missing columns {missing}")
-    for field in SHARD_SCHEMA:
-        if field.name in schema.names and not _compatible(schema.field(field.name).type, field.type):
-            problems.append(
-                f"column {field.name!r} has type {schema.field(field.name).type}, expected {field.type}"
-            )
-    return problems
+    return problems + column_type_problems(schema)
 
 
 def _span_problems(column: str, cell, caption: str) -> list[str]:
@@ -97,15 +86,12 @@ def span_problems(row: dict) -> list[str]:
 
 def _expected_entities(caption: str, ref_exps) -> list[tuple[str, tuple[int, int], list]]:
     """(phrase, span in the stripped caption, stored boxes) as the grounded caption should carry them."""
-    boxes: dict[tuple[int, int], list] = defaultdict(list)
-    for span in select_grounding_spans(spans_from_column(ref_exps)):
-        boxes[(span.start, span.end)].append(span.box.as_tuple())
     leading = len(caption) - len(caption.lstrip())
     expected = []
-    for (start, end), span_boxes in sorted(boxes.items()):
-        name = caption[start:end]
-        lead, trail = len(name) - len(name.lstrip()), len(name) - len(name.rstrip())
-        expected.append((name.strip(), (start - leading + lead, end - leading - trail), span_boxes))
+    for (start, end), group in group_by_span(select_grounding_spans(spans_from_column(ref_exps))).items():
+        phrase_start, phrase_end = strip_offsets(caption, start, end)
+        span = (phrase_start - leading, phrase_end - leading)
+        expected.append((caption[phrase_start:phrase_end], span, [s.box.as_tuple() for s in group]))
     return expected
 
 
@@ -136,19 +122,60 @@ def grounded_caption_problems(row: dict) -> list[str]:
     return problems
 
 
-def image_problems(row: dict) -> list[str]:
+class ImageProblem(ValueError):
+    """Image bytes that a tool will not decode: unreadable, or over the pixel limit."""
+
+
+def _undecodable(err: Exception) -> ImageProblem:
+    return ImageProblem(f"image does not decode ({type(err).__name__}: {err})")
+
+
+def image_header(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """The image of ``data`` opened lazily (header only), refused when it has more than ``max_pixels``."""
+    try:
+        with warnings.catch_warnings():  # Pillow's own bomb warning: our limit is the one reported
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except Exception as err:  # PIL raises many types for bad bytes, DecompressionBombError among them
+        raise _undecodable(err) from err
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageProblem(
+            f"image is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,} "
+            "(the build's --max-pixels default; raise it with --max-pixels)"
+        )
+    return image
+
+
+def open_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """The decoded image of ``data``, decoded only when its header says at most ``max_pixels`` pixels."""
+    image = image_header(data, max_pixels)
+    try:
+        image.load()  # decodes the pixels, so a truncated file fails here rather than later
+    except Exception as err:
+        raise _undecodable(err) from err
+    return image
+
+
+def image_header_problems(row: dict, max_pixels: int = MAX_PIXELS) -> list[str]:
+    """The row's image header is readable and within the pixel limit (no pixel is decoded)."""
+    try:
+        if row.get("image") is not None:
+            image_header(row["image"], max_pixels)
+    except ImageProblem as problem:
+        return [str(problem)]
+    return []
+
+
+def image_problems(row: dict, max_pixels: int = MAX_PIXELS) -> list[str]:
     """The image decodes, has the recorded ``image_width``/``image_height`` and the aspect of width/height."""
     data = row.get("image")
     if data is None:
         return []  # images are optional (GRIT-20M stores none)
-    from PIL import Image
-
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()  # decodes the pixels, so a truncated file fails here rather than later
-            size = image.size
-    except Exception as err:  # PIL raises many types for bad bytes
-        return [f"image does not decode ({type(err).__name__}: {err})"]
+        size = open_image(data, max_pixels).size
+    except ImageProblem as problem:
+        return [str(problem)]
     recorded = (row.get("image_width"), row.get("image_height"))
     if size != recorded:
         return [f"image is {size[0]}x{size[1]}, image_width/image_height record {recorded[0]}x{recorded[1]}"]
@@ -161,18 +188,24 @@ def image_problems(row: dict) -> list[str]:
     return []
 
 
-def row_problems(row: dict, check_grounded_caption: bool) -> list[str]:
-    """Every row-level problem of one row."""
-    problems = []
-    if not row.get("key"):
-        problems.append("key is null or empty")
+def _key_and_size_problems(row: dict) -> list[str]:
+    problems = [] if row.get("key") else ["key is null or empty"]
     for name in ("width", "height", "image_width", "image_height"):
         if row.get(name) is not None and row[name] <= 0:
             problems.append(f"{name} is {row[name]}, expected a positive size")
+    return problems
+
+
+def basic_problems(row: dict) -> list[str]:
+    """The problems every shard tool refuses in a row: empty key, non-positive sizes, broken spans or boxes."""
+    return _key_and_size_problems(row) + span_problems(row)
+
+
+def row_problems(row: dict, check_grounded_caption: bool, max_pixels: int = MAX_PIXELS) -> list[str]:
+    """Every row-level problem of one row."""
     spans = span_problems(row)
-    problems += spans
+    problems = _key_and_size_problems(row) + spans
     # Only rows whose spans are sound can be rendered and compared.
     if check_grounded_caption and not spans and row.get("caption") is not None:
         problems += grounded_caption_problems(row)
-    problems += image_problems(row)
-    return problems
+    return problems + image_problems(row, max_pixels)

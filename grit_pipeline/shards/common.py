@@ -9,11 +9,12 @@ import sys
 from collections.abc import Iterator
 
 import fsspec
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from grit_pipeline.cli import CommandError
-from grit_pipeline.schemas import list_shard_files, read_shard
+from grit_pipeline.schemas import ShardFormatError, list_shard_files, read_parquet_metadata, read_shard
+from grit_pipeline.shards.checks import MAX_PIXELS
+from grit_pipeline.shards.guard import unreadable
 
 
 def add_path_argument(parser) -> None:
@@ -21,6 +22,16 @@ def add_path_argument(parser) -> None:
         "path",
         metavar="PATH",
         help="a shard, a folder of shards or a glob; local or any fsspec URL (ours or GRIT-20M Parquet)",
+    )
+
+
+def add_max_pixels_argument(parser) -> None:
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=MAX_PIXELS,
+        metavar="N",
+        help=f"refuse to decode an image of more than N pixels (default {MAX_PIXELS:,}, the build's limit)",
     )
 
 
@@ -36,13 +47,11 @@ def resolve_files(path: str) -> list[str]:
 
 
 def read_table(path: str, columns: list[str] | None = None):
-    """One shard in the v1 layout, with a one-line error for files that are not GRIT shards."""
+    """One shard in the v1 layout; a file that is not a readable shard prints one line per defect, exit 2."""
     try:
         return read_shard(path, columns)
-    except ValueError as err:
-        raise CommandError(str(err)) from err
-    except Exception as err:  # pyarrow raises several types for a damaged or non-Parquet file
-        raise CommandError(f"{path}: cannot read as Parquet ({type(err).__name__}: {err})") from err
+    except ShardFormatError as err:
+        raise unreadable(err) from err
 
 
 def count_rows(files: list[str]) -> int | None:
@@ -50,8 +59,7 @@ def count_rows(files: list[str]) -> int | None:
     total = 0
     for path in files:
         try:
-            fs, fs_path = fsspec.core.url_to_fs(path)
-            total += pq.read_metadata(fs_path, filesystem=fs).num_rows
+            total += read_parquet_metadata(path).num_rows
         except Exception:  # the real read reports the problem with its context
             return None
     return total

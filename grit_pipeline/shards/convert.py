@@ -13,14 +13,18 @@ import json
 import sys
 import tarfile
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+
+import numpy as np
+import pyarrow as pa
 
 from grit_pipeline.cli import CommandError
+from grit_pipeline.schemas import atomic_open
 from grit_pipeline.shards import formats
+from grit_pipeline.shards.checks import MAX_PIXELS, ImageProblem
 from grit_pipeline.shards.common import (
+    add_max_pixels_argument,
     add_path_argument,
     iter_tables,
     output_names,
@@ -28,6 +32,7 @@ from grit_pipeline.shards.common import (
     resolve_files,
     table_rows,
 )
+from grit_pipeline.shards.guard import Problem, ProblemLog
 
 FORMATS = ("kosmos2-tsv", "webdataset", "hf-dataset", "jsonl")
 
@@ -46,36 +51,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="jsonl: embed image bytes as base64 (default: size only)",
     )
+    add_max_pixels_argument(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
 
 
-@contextmanager
-def _atomic(fs, path: str, mode: str):
-    """Write under a hidden temporary name, then rename: no half-written file under the final name."""
-    parent, name = path.rsplit("/", 1)
-    tmp = f"{parent}/.{name}.{uuid.uuid4().hex}.tmp"
-    try:
-        with fs.open(tmp, mode) as handle:
-            yield handle
-        fs.mv(tmp, path)
-    finally:
-        if fs.exists(tmp):
-            fs.rm(tmp)
-
-
-def _lines(rows: Iterable[dict], to_line: Callable[[dict], str], skipped: Counter) -> Iterator[str]:
-    for row in rows:
+def _converted(rows: Iterable[tuple[int, dict]], convert: Callable, skipped: Counter, reject) -> Iterator:
+    """What ``convert`` makes of each row: rows the format cannot carry are counted, bad images rejected."""
+    for number, row in rows:
         try:
-            yield to_line(row) + "\n"
+            yield convert(row)
         except formats.Skip as skip:
             skipped[str(skip)] += 1
+        except ImageProblem as problem:
+            reject(number, row, str(problem))
 
 
-def _write_text(fs, path: str, rows: Iterable[dict], to_line, skipped: Counter) -> int:
+def _write_text(fs, path: str, lines: Iterable[str]) -> int:
     written = 0
-    with _atomic(fs, path, "wb") as handle:
-        for line in _lines(rows, to_line, skipped):
-            handle.write(line.encode("utf-8"))
+    with atomic_open(fs, path, "wb") as handle:
+        for line in lines:
+            handle.write((line + "\n").encode("utf-8"))
             written += 1
     return written
 
@@ -86,19 +81,14 @@ def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def _write_tar(fs, path: str, rows: Iterable[dict], skipped: Counter) -> int:
+def _write_tar(fs, path: str, samples: Iterable[dict]) -> int:
     """A webdataset shard: a plain tar of ``KEY.jpg``/``KEY.png`` and ``KEY.json`` members, in order.
 
     Written with ``tarfile`` rather than webdataset's TarWriter, whose import pulls in torch.
     """
     written = 0
-    with _atomic(fs, path, "wb") as handle, tarfile.open(fileobj=handle, mode="w") as tar:
-        for row in rows:
-            try:
-                sample = formats.webdataset_sample(row)
-            except formats.Skip as skip:
-                skipped[str(skip)] += 1
-                continue
+    with atomic_open(fs, path, "wb") as handle, tarfile.open(fileobj=handle, mode="w") as tar:
+        for sample in samples:
             key = sample.pop("__key__")
             for extension, value in sample.items():
                 data = json.dumps(value, ensure_ascii=False).encode() if extension == "json" else value
@@ -107,37 +97,61 @@ def _write_tar(fs, path: str, rows: Iterable[dict], skipped: Counter) -> int:
     return written
 
 
+def _converter(to: str, include_images: bool, max_pixels: int) -> Callable[[dict], object]:
+    if to == "webdataset":
+        return lambda row: formats.webdataset_sample(row, max_pixels)
+    if to == "kosmos2-tsv":
+        return lambda row: formats.kosmos2_tsv_line(row, max_pixels)
+    return lambda row: formats.jsonl_line(row, include_images)
+
+
 def convert_files(
-    files: list[str], to: str, out: str, include_images: bool, quiet: bool
+    files: list[str],
+    to: str,
+    out: str,
+    include_images: bool,
+    quiet: bool,
+    log: ProblemLog,
+    max_pixels: int = MAX_PIXELS,
 ) -> tuple[int, Counter]:
-    """Write one output file per shard; returns (rows written, rows skipped by reason)."""
+    """Write one output file per shard; returns (rows written, rows skipped by reason).
+
+    Rows with problems (``guard``) are reported to ``log`` and not written.
+    """
     fs, root = prepare_output_dir(out, overwrite=True)
     suffix = {"kosmos2-tsv": ".tsv", "webdataset": ".tar", "jsonl": ".jsonl"}[to]
     names = dict(zip(files, output_names(files, suffix)))
-    written, skipped = 0, Counter()
+    carries_images = to != "jsonl" or include_images
+    convert, written, skipped = _converter(to, include_images, max_pixels), 0, Counter()
     for shard, table in iter_tables(files, desc=f"convert to {to}", quiet=quiet):
-        rows, target = table_rows(table), f"{root}/{names[shard]}"
-        if to == "webdataset":
-            written += _write_tar(fs, target, rows, skipped)
-        elif to == "kosmos2-tsv":
-            written += _write_text(fs, target, rows, formats.kosmos2_tsv_line, skipped)
-        else:
-            written += _write_text(fs, target, rows, lambda r: formats.jsonl_line(r, include_images), skipped)
+        good = log.good_rows(shard, table, max_pixels=max_pixels if carries_images else None)
+        rows = zip(np.flatnonzero(good).tolist(), table_rows(table.filter(pa.array(good))))
+
+        def reject(number: int, row: dict, message: str, shard: str = shard) -> None:
+            log.report(Problem(shard, message, number, row.get("key")))
+
+        items = _converted(rows, convert, skipped, reject)
+        write = _write_tar if to == "webdataset" else _write_text
+        written += write(fs, f"{root}/{names[shard]}", items)
     return written, skipped
 
 
 def run(args: argparse.Namespace) -> int:
     files = resolve_files(args.path)
     prepare_output_dir(args.out, args.overwrite)  # refuse a non-empty folder before any work
+    log = ProblemLog(args.path)
     if args.to == "hf-dataset":
         from grit_pipeline.shards.hf_export import save_hf_dataset
 
-        written, skipped = save_hf_dataset(files, args.out, args.quiet), Counter()
+        written, skipped = save_hf_dataset(files, args.out, args.quiet, log, args.max_pixels), Counter()
     else:
-        written, skipped = convert_files(files, args.to, args.out, args.include_images, args.quiet)
+        written, skipped = convert_files(
+            files, args.to, args.out, args.include_images, args.quiet, log, args.max_pixels
+        )
     detail = ", ".join(f"{n} {reason}" for reason, n in skipped.most_common())
     summary = f"{written:,} rows written to {args.out} ({args.to})"
     print(summary + (f"; skipped {detail}" if detail else ""), file=sys.stderr)
+    log.finish()
     if written == 0:
         raise CommandError(f"nothing converted: every row was skipped ({detail})")
     return 0

@@ -6,7 +6,6 @@ Pure PIL; shared by `grit show` and anything else that draws grounded phrases (e
 from __future__ import annotations
 
 import textwrap
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -14,7 +13,7 @@ from functools import lru_cache
 from PIL import Image, ImageDraw, ImageFont
 
 from grit_pipeline.locations import Box
-from grit_pipeline.schemas import GroundedSpan
+from grit_pipeline.schemas import GroundedSpan, group_by_span
 
 # Matplotlib's tab10 without its grey: distinct on photos and told apart in the legend.
 PALETTE: tuple[tuple[int, int, int], ...] = (
@@ -45,11 +44,8 @@ class Phrase:
 
 def phrases_of(caption: str, spans: Iterable[GroundedSpan]) -> list[Phrase]:
     """Spans grouped into phrases (one per character range, in caption order), each with its colour."""
-    grouped: dict[tuple[int, int], list[GroundedSpan]] = defaultdict(list)
-    for span in spans:
-        grouped[(span.start, span.end)].append(span)
     phrases = []
-    for i, ((start, end), group) in enumerate(sorted(grouped.items())):
+    for i, ((start, end), group) in enumerate(group_by_span(spans).items()):
         phrases.append(
             Phrase(
                 text=caption[start:end],

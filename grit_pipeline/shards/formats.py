@@ -1,7 +1,8 @@
 """Row converters for `grit convert`: the Kosmos-2 TSV line, a webdataset sample, a JSON line.
 
 Each converter is a pure function of one shard row (v1 layout) returning what is written, or raising
-``Skip`` with a reason when the row cannot be carried by that format (e.g. no image bytes).
+``Skip`` with a reason when the row cannot be carried by that format (e.g. no image bytes), or
+``checks.ImageProblem`` when its image is broken or over the pixel limit (a problem of the shard).
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ import io
 import json
 import re
 
-from PIL import Image
-
+from grit_pipeline.shards.checks import MAX_PIXELS, image_header, open_image
 from grit_pipeline.shards.common import json_safe, row_without_image
 
 _IMAGE_EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tiff"}
@@ -32,36 +32,33 @@ def _image(row: dict) -> bytes:
     return row["image"]
 
 
-def image_format(data: bytes) -> str:
-    """PIL's name of the encoded format (``JPEG``, ``PNG``...); Skip when the bytes do not decode."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            return image.format or "UNKNOWN"
-    except Exception as err:  # PIL raises many types for bad bytes
-        raise Skip("undecodable_image") from err
+def image_format(data: bytes, max_pixels: int = MAX_PIXELS) -> str:
+    """PIL's name of the encoded format (``JPEG``, ``PNG``...), read from the header alone."""
+    with image_header(data, max_pixels) as image:
+        return image.format or "UNKNOWN"
 
 
-def as_jpeg(data: bytes) -> bytes:
+def as_jpeg(data: bytes, max_pixels: int = MAX_PIXELS) -> bytes:
     """The image as JPEG bytes: JPEG input unchanged, anything else re-encoded (RGB, quality 95)."""
-    if image_format(data) == "JPEG":
+    if image_format(data, max_pixels) == "JPEG":
         return data
-    with Image.open(io.BytesIO(data)) as image:
+    with open_image(data, max_pixels) as image:
         buffer = io.BytesIO()
         image.convert("RGB").save(buffer, format="JPEG", quality=95)
     return buffer.getvalue()
 
 
-def kosmos2_tsv_line(row: dict) -> str:
+def kosmos2_tsv_line(row: dict, max_pixels: int = MAX_PIXELS) -> str:
     """``md5, caption, base64 JPEG, width, height, {'phrase': noun_chunks, 'expression_v1': ref_exps}``.
 
     The layout of the Kosmos-2 repository's ``prepare_grit.py`` (GRIT_SPEC.md section 2): tab-separated,
     the last column the Python literal its loader reads back with ``ast.literal_eval``; the md5 is of
     the JPEG bytes written. ``width``/``height`` are the original size the boxes are normalised by.
     """
-    jpeg = as_jpeg(_image(row))
+    jpeg = as_jpeg(_image(row), max_pixels)
     width, height = row.get("width"), row.get("height")
     if width is None or height is None:
-        with Image.open(io.BytesIO(jpeg)) as image:
+        with image_header(jpeg, max_pixels) as image:
             width, height = image.size
     combined = {"phrase": row.get("noun_chunks") or [], "expression_v1": row.get("ref_exps") or []}
     fields = [
@@ -81,10 +78,10 @@ def sample_key(key: str) -> str:
     return safe if safe == key else f"{safe}_{hashlib.md5(key.encode()).hexdigest()[:8]}"
 
 
-def webdataset_sample(row: dict) -> dict:
+def webdataset_sample(row: dict, max_pixels: int = MAX_PIXELS) -> dict:
     """``{"__key__", <image extension>: bytes, "json": row without image}``."""
     data = _image(row)
-    extension = _IMAGE_EXTENSIONS.get(image_format(data))
+    extension = _IMAGE_EXTENSIONS.get(image_format(data, max_pixels))
     if extension is None:
         raise Skip("unsupported_image_format")
     return {"__key__": sample_key(row["key"]), extension: data, "json": row_without_image(row)}

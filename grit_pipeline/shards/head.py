@@ -13,6 +13,7 @@ from grit_pipeline.shards.common import (
     resolve_files,
     row_without_image,
 )
+from grit_pipeline.shards.guard import ProblemLog
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,11 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.n < 0:
         raise CommandError(f"--n must be 0 or more, got {args.n}")
-    left = args.n
+    left, log = args.n, ProblemLog(args.path)
     for path in resolve_files(args.path):
         if left == 0:
             break
         table = read_table(path).slice(0, left)  # only the rows shown are turned into Python objects
+        log.good_rows(path, table)  # broken rows are still printed (that is what head is for), and reported
         for index, row in enumerate(table.to_pylist()):
             record = row_without_image(row)
             if args.shard_path:
@@ -38,4 +40,5 @@ def run(args: argparse.Namespace) -> int:
             if not emit(json.dumps(record, ensure_ascii=False)):
                 return 0
         left -= table.num_rows
+    log.finish()
     return 0

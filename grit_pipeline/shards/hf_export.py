@@ -2,7 +2,8 @@
 
 The columns and types are the shards' (v1 plus any pass-through columns of the first shard);
 ``image`` becomes a ``datasets.Image`` feature, so rows load with a decoded PIL image.
-Rows stream through ``Dataset.from_generator`` into a temporary cache, so memory stays flat.
+Rows stream through ``Dataset.from_generator`` into a temporary cache, so memory stays flat. Rows with
+problems (``guard``: broken spans, images over the pixel limit) are reported and left out.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 
+import pyarrow as pa
+
 from grit_pipeline.shards.common import read_table, table_rows
+from grit_pipeline.shards.guard import ProblemLog
 
 
 def _features(first_shard: str):
@@ -23,15 +27,16 @@ def _features(first_shard: str):
     return features
 
 
-def _rows(files: list[str], names: tuple[str, ...]) -> Iterator[dict]:
+def _rows(files: list[str], names: tuple[str, ...], log: ProblemLog, max_pixels: int) -> Iterator[dict]:
     for path in files:
-        for row in table_rows(read_table(path)):
+        table = read_table(path)
+        for row in table_rows(table.filter(pa.array(log.good_rows(path, table, max_pixels=max_pixels)))):
             image = row.get("image")
             row["image"] = {"bytes": image, "path": None} if image is not None else None
             yield {name: row.get(name) for name in names}  # later shards: missing extras are None
 
 
-def save_hf_dataset(files: list[str], out: str, quiet: bool = False) -> int:
+def save_hf_dataset(files: list[str], out: str, quiet: bool, log: ProblemLog, max_pixels: int) -> int:
     """Write every row under ``files`` as one dataset to ``out``; returns the number of rows."""
     import datasets
 
@@ -45,7 +50,7 @@ def save_hf_dataset(files: list[str], out: str, quiet: bool = False) -> int:
             _rows,
             features=features,
             cache_dir=cache_dir,
-            gen_kwargs={"files": files, "names": tuple(features)},
+            gen_kwargs={"files": files, "names": tuple(features), "log": log, "max_pixels": max_pixels},
         )
         dataset.save_to_disk(out)
         return dataset.num_rows

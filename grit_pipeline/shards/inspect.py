@@ -7,11 +7,12 @@ import json
 
 from grit_pipeline.cli import CommandError
 from grit_pipeline.shards.common import add_path_argument, emit, iter_tables, resolve_files
+from grit_pipeline.shards.guard import ProblemLog
 from grit_pipeline.shards.sidecars import find_sidecars, provenance_groups, read_manifests, rejects_summary
 from grit_pipeline.shards.stats import ShardStats
 
-# Columns read for the statistics: everything but the image bytes themselves is small.
-COLUMNS = ["key", "caption", "noun_chunks", "ref_exps", "grounded_caption", "image"]
+# Columns read for the statistics and the row guard: everything but the image bytes themselves is small.
+COLUMNS = ["key", "caption", "noun_chunks", "ref_exps", "grounded_caption", "image", "width", "height"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,11 +22,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
 
 
-def collect(path: str, quiet: bool = True) -> tuple[dict, ShardStats]:
-    """The inspection report of the shards under ``path`` (as `--json` prints it) and its statistics."""
+def collect(path: str, quiet: bool = True, log: ProblemLog | None = None) -> tuple[dict, ShardStats]:
+    """The inspection report of the shards under ``path`` (as `--json` prints it) and its statistics.
+
+    Rows with problems are reported to ``log`` (and still counted: the report describes the files).
+    """
     files = resolve_files(path)
     stats = ShardStats()
     for shard_path, table in iter_tables(files, COLUMNS, desc="inspect", quiet=quiet):
+        if log is not None:
+            log.good_rows(shard_path, table)
         try:
             stats.add(table)
         except ValueError as err:
@@ -116,10 +122,12 @@ def format_table(report: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    report, stats = collect(args.path, quiet=args.quiet)
+    log = ProblemLog(args.path)
+    report, stats = collect(args.path, quiet=args.quiet, log=log)
     if args.plots:
         from grit_pipeline.shards.plots import write_plots
 
         report["plots"] = write_plots(stats, args.plots)
     emit(json.dumps(report, indent=2) if args.json else format_table(report))
+    log.finish()
     return 0

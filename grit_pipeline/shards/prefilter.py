@@ -47,18 +47,24 @@ def suspect_span_rows(column: pa.ChunkedArray, caption_chars: np.ndarray) -> np.
     return suspect
 
 
+def suspect_rows(table: pa.Table) -> np.ndarray:
+    """A mask of the rows that might fail ``checks.basic_problems`` (a superset of those that do).
+
+    Needs ``key``, ``caption`` and the span columns; the size columns are checked where present.
+    """
+    caption_chars = _numpy(pc.fill_null(pc.utf8_length(table["caption"]), -1)).astype(np.int64)
+    suspect = caption_chars < 0
+    for name in ("noun_chunks", "ref_exps"):
+        suspect |= suspect_span_rows(table[name], caption_chars)
+    suspect |= _numpy(pc.fill_null(pc.equal(pc.utf8_length(table["key"]), 0), True)).astype(bool)
+    for name in SIZE_COLUMNS:
+        if name in table.column_names:
+            suspect |= _numpy(pc.fill_null(pc.less_equal(table[name], 0), False)).astype(bool)
+    return suspect
+
+
 def rows_to_visit(table: pa.Table, check_grounded_caption: bool) -> np.ndarray:
     """Indices of the rows that need the per-row checks (``checks.row_problems``)."""
-    rows = table.num_rows
     if check_grounded_caption:
-        return np.arange(rows)
-    caption_chars = _numpy(pc.fill_null(pc.utf8_length(table["caption"]), -1)).astype(np.int64)
-    visit = caption_chars < 0
-    for name in ("noun_chunks", "ref_exps"):
-        visit |= suspect_span_rows(table[name], caption_chars)
-    keys = table["key"]
-    visit |= _numpy(pc.fill_null(pc.equal(pc.utf8_length(keys), 0), True)).astype(bool)
-    for name in SIZE_COLUMNS:
-        visit |= _numpy(pc.fill_null(pc.less_equal(table[name], 0), False)).astype(bool)
-    visit |= _numpy(table["image"].is_valid()).astype(bool)
-    return np.flatnonzero(visit)
+        return np.arange(table.num_rows)
+    return np.flatnonzero(suspect_rows(table) | _numpy(table["image"].is_valid()).astype(bool))

@@ -7,11 +7,11 @@ Writes into ``--out``: ``samples/NNNN.png`` (the image with boxes and labels), `
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import sys
 from collections.abc import Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from PIL import Image
@@ -19,9 +19,11 @@ from PIL import Image
 from grit_pipeline.assemble import select_grounding_spans
 from grit_pipeline.cli import CommandError
 from grit_pipeline.schemas import spans_from_column
-from grit_pipeline.shards.common import add_path_argument, iter_tables, resolve_files, table_rows
+from grit_pipeline.shards.checks import ImageProblem, open_image
+from grit_pipeline.shards.common import add_max_pixels_argument, add_path_argument, iter_tables, resolve_files
 from grit_pipeline.shards.drawing import annotate, draw_boxes, phrases_of
 from grit_pipeline.shards.gallery import GalleryItem, contact_sheet, html_gallery, png_bytes
+from grit_pipeline.shards.guard import Problem, ProblemLog
 
 SPAN_CHOICES = ("grounded", "ref_exps", "noun_chunks")
 
@@ -44,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--columns", type=int, default=None, help="contact-sheet columns (default: a square grid)"
     )
+    add_max_pixels_argument(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
 
 
@@ -54,24 +57,41 @@ def selected_spans(row: dict, which: str):
     return select_grounding_spans(spans) if which == "grounded" else spans
 
 
-def select_rows(path: str, n: int, keys: list[str], quiet: bool) -> Iterator[dict]:
-    """The first ``n`` rows with image bytes, or the rows of ``keys`` (a CommandError names missing ones)."""
+def _numpy(mask) -> np.ndarray:
+    return np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def select_rows(
+    path: str, n: int, keys: list[str], quiet: bool, log: ProblemLog, max_pixels: int
+) -> Iterator[tuple[str, int, dict]]:
+    """``(shard, row number, row)`` of the first ``n`` sound rows with image bytes, or of the rows of ``keys``.
+
+    Rows with problems are reported to ``log`` and passed over; a CommandError names missing keys.
+    """
     wanted, found, without_image = set(keys), set(), 0
-    for _, table in iter_tables(resolve_files(path), desc="show", quiet=quiet):
+    for shard, table in iter_tables(resolve_files(path), desc="show", quiet=quiet):
+        chosen = np.ones(table.num_rows, dtype=bool)
         if wanted:  # Arrow picks the rows, so large shards are not turned into Python objects
-            table = table.filter(pc.is_in(table["key"], value_set=pa.array(sorted(wanted), pa.string())))
-        has_image = table["image"].is_valid()
-        without_image += table["image"].null_count
+            chosen = _numpy(pc.is_in(table["key"], value_set=pa.array(sorted(wanted), pa.string())))
+        has_image = _numpy(table["image"].is_valid())
+        without_image += int((chosen & ~has_image).sum())
         if wanted and without_image:
             raise CommandError(
                 f"keys {sorted(wanted)} include rows without image bytes (only their URL is stored)"
             )
-        table = table.filter(has_image).slice(0, len(wanted) - len(found) if wanted else n - len(found))
-        for row in table_rows(table):
-            found.add(row["key"])
-            yield row
-        if (wanted and found >= wanted) or (not wanted and len(found) >= n):
-            return
+        numbers, cursor = np.flatnonzero(chosen & has_image), 0
+        while cursor < len(numbers):  # a slice at a time: a bad row makes room for the next one
+            need = len(numbers) if wanted else n - len(found)
+            part, cursor = numbers[cursor : cursor + need], cursor + need
+            batch = table.take(part)
+            good = log.good_rows(shard, batch, part, max_pixels)
+            for number, row in zip(part[good].tolist(), batch.filter(pa.array(good)).to_pylist()):
+                found.add(row["key"])
+                yield shard, number, row
+            if (wanted and found >= wanted) or (not wanted and len(found) >= n):
+                return
+    if log.count:
+        return  # the problems explain why fewer rows were found
     if wanted - found:
         raise CommandError(f"keys not found under {path!r}: {sorted(wanted - found)}")
     if not found:
@@ -81,17 +101,13 @@ def select_rows(path: str, n: int, keys: list[str], quiet: bool) -> Iterator[dic
         )
 
 
-def draw_row(row: dict, which: str, size: int) -> tuple[GalleryItem, Image.Image, Image.Image]:
-    """The gallery entry, the boxed image and the contact-sheet tile of one row."""
-    try:
-        with Image.open(io.BytesIO(row["image"])) as decoded:
-            image = decoded.convert("RGB")
-    except Exception as err:  # PIL raises many types for bad bytes
-        raise CommandError(f"key {row['key']!r}: image does not decode ({err}); run `grit validate`") from err
-    try:
-        phrases = phrases_of(row["caption"], selected_spans(row, which))
-    except ValueError as err:
-        raise CommandError(f"key {row['key']!r}: {err}; run `grit validate`") from err
+def draw_row(
+    row: dict, which: str, size: int, max_pixels: int
+) -> tuple[GalleryItem, Image.Image, Image.Image]:
+    """The gallery entry, the boxed image and the contact-sheet tile of one row; ImageProblem for bad bytes."""
+    with open_image(row["image"], max_pixels) as decoded:
+        image = decoded.convert("RGB")
+    phrases = phrases_of(row["caption"], selected_spans(row, which))
     boxed = draw_boxes(image, phrases, size)
     item = GalleryItem(
         row["key"], row["caption"], row.get("grounded_caption"), tuple(phrases), png_bytes(boxed)
@@ -103,12 +119,18 @@ def run(args: argparse.Namespace) -> int:
     if args.n < 1 or args.size < 32:
         raise CommandError(f"--n must be at least 1 and --size at least 32, got {args.n} and {args.size}")
     os.makedirs(os.path.join(args.out, "samples"), exist_ok=True)
-    items, tiles = [], []
-    for i, row in enumerate(select_rows(args.path, args.n, args.key, args.quiet)):
-        item, boxed, tile = draw_row(row, args.spans, args.size)
-        boxed.save(os.path.join(args.out, "samples", f"{i:04d}.png"))
+    items, tiles, log = [], [], ProblemLog(args.path)
+    for shard, number, row in select_rows(args.path, args.n, args.key, args.quiet, log, args.max_pixels):
+        try:
+            item, boxed, tile = draw_row(row, args.spans, args.size, args.max_pixels)
+        except ImageProblem as problem:
+            log.report(Problem(shard, str(problem), number, row["key"]))
+            continue
+        boxed.save(os.path.join(args.out, "samples", f"{len(items):04d}.png"))
         items.append(item)
         tiles.append(tile)
+    if not items:
+        log.finish()
     contact_sheet(tiles, args.columns).save(os.path.join(args.out, "contact_sheet.png"))
     with open(os.path.join(args.out, "gallery.html"), "w", encoding="utf-8") as handle:
         handle.write(html_gallery(items, title=f"GRIT samples: {args.path}"))
@@ -116,4 +138,5 @@ def run(args: argparse.Namespace) -> int:
         f"{len(items)} samples drawn into {args.out}: contact_sheet.png, gallery.html, samples/",
         file=sys.stderr,
     )
+    log.finish()
     return 0

@@ -9,21 +9,24 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from itertools import chain
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from grit_pipeline.schemas import read_shard
-from grit_pipeline.shards.checks import REQUIRED_COLUMNS, row_problems, schema_problems
-from grit_pipeline.shards.common import add_path_argument, count_rows, emit, progress, resolve_files
+from grit_pipeline.schemas import ShardFormatError, column_type_problems, read_parquet_schema, read_shard
+from grit_pipeline.shards.checks import MAX_PIXELS, REQUIRED_COLUMNS, row_problems, schema_problems
+from grit_pipeline.shards.common import (
+    add_max_pixels_argument,
+    add_path_argument,
+    count_rows,
+    emit,
+    progress,
+    resolve_files,
+)
+from grit_pipeline.shards.guard import BATCH_ROWS, Problem
 from grit_pipeline.shards.prefilter import rows_to_visit
-
-BATCH_ROWS = 2048  # rows turned into Python objects at once (with their images): bounded memory
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,48 +38,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="stop after N problems (default 100; 0 means report every problem)",
     )
+    add_max_pixels_argument(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
 
 
-@dataclass(frozen=True)
-class Problem:
-    """One broken invariant: where (shard, row, key) and what."""
-
-    shard: str
-    message: str
-    row: int | None = None
-    key: str | None = None
-
-    def __str__(self) -> str:
-        if self.row is None:
-            return f"{self.shard}: {self.message}"
-        return f"{self.shard}: row {self.row} key {self.key!r}: {self.message}"
-
-
-def _read_schema(path: str):
-    fs, fs_path = fsspec.core.url_to_fs(path)
-    return pq.read_schema(fs_path, filesystem=fs)
-
-
-def shard_problems(path: str, keys: list, on_row=lambda n: None) -> Iterator[Problem]:
+def shard_problems(
+    path: str, keys: list, on_row=lambda n: None, max_pixels: int = MAX_PIXELS
+) -> Iterator[Problem]:
     """Every problem of one shard; its ``key`` column is appended to ``keys`` for the cross-shard check."""
     try:
-        schema = _read_schema(path)
+        schema = read_parquet_schema(path)
     except Exception as err:  # pyarrow raises several types for a damaged or non-Parquet file
         yield Problem(path, f"cannot read as Parquet ({type(err).__name__}: {err})")
         return
-    yield from (Problem(path, message) for message in schema_problems(schema))
-    if any(name not in schema.names for name in REQUIRED_COLUMNS):
-        return  # without the core columns there are no rows to check
+    reported = schema_problems(schema)
+    yield from (Problem(path, message) for message in reported)
+    if any(name not in schema.names for name in REQUIRED_COLUMNS) or column_type_problems(schema):
+        return  # without the core columns, or with columns of other types, there are no rows to check
     check_grounded = "grounded_caption" in schema.names  # GRIT-20M files have none
-    table = read_shard(path)
+    try:
+        table = read_shard(path)
+    except ShardFormatError as err:  # e.g. the footer reads but a data page is damaged
+        yield from (Problem(path, message) for message in err.problems if message not in reported)
+        return
     keys.append((path, table["key"]))
     visit = rows_to_visit(table, check_grounded)
     on_row(table.num_rows - len(visit))  # rows the vectorised checks cleared
     for first in range(0, len(visit), BATCH_ROWS):  # Python objects for one batch at a time
         indices = visit[first : first + BATCH_ROWS]
         for index, row in zip(indices.tolist(), table.take(indices).to_pylist()):
-            for message in row_problems(row, check_grounded):
+            for message in row_problems(row, check_grounded, max_pixels):
                 yield Problem(path, message, index, row.get("key"))
             on_row(1)
 
@@ -105,7 +96,9 @@ def duplicate_keys(keys: list[tuple[str, pa.ChunkedArray]]) -> Iterator[Problem]
             first[key] = (path, row)
 
 
-def validate(path: str, max_errors: int = 0, quiet: bool = True) -> tuple[list[Problem], int, int]:
+def validate(
+    path: str, max_errors: int = 0, quiet: bool = True, max_pixels: int = MAX_PIXELS
+) -> tuple[list[Problem], int, int]:
     """``(problems, shards, rows checked)`` for the shards under ``path``, stopping at ``max_errors`` (0: never)."""
     files = resolve_files(path)
     keys: list[tuple[str, pa.ChunkedArray]] = []
@@ -118,7 +111,7 @@ def validate(path: str, max_errors: int = 0, quiet: bool = True) -> tuple[list[P
         bar.update(n)
 
     try:
-        for problem in chain.from_iterable(shard_problems(f, keys, on_row) for f in files):
+        for problem in chain.from_iterable(shard_problems(f, keys, on_row, max_pixels) for f in files):
             problems.append(problem)
             if max_errors and len(problems) >= max_errors:
                 return problems, len(files), rows[0]
@@ -136,7 +129,9 @@ def run(args: argparse.Namespace) -> int:
         from grit_pipeline.cli import CommandError
 
         raise CommandError(f"--max-errors must be 0 (no limit) or more, got {args.max_errors}")
-    problems, shards, rows = validate(args.path, args.max_errors, quiet=args.quiet)
+    problems, shards, rows = validate(
+        args.path, args.max_errors, quiet=args.quiet, max_pixels=args.max_pixels
+    )
     for problem in problems:
         if not emit(str(problem)):
             return 1
