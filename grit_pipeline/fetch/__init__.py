@@ -7,13 +7,17 @@ agent token) and the ``Resizer`` (decode with OpenCV, resize, re-encode). What i
   refuses loopback, private, link-local (cloud metadata), shared, reserved and multicast addresses,
   then connects to the address it checked, so a second DNS answer cannot slip past;
 - only ``http``/``https``, no proxies from the environment (a proxy would hide the real address);
-- a total time limit per attempt, a maximum download size and a maximum pixel count read from the
-  image header before anything is decoded (decompression bombs);
-- retries with exponential backoff for transient failures (timeouts, connection errors, 5xx, 429);
+- one strict URL parser for every URL (input and redirects), so the guard checks the host connected to;
+- one deadline per attempt (connect, headers and body) and one per row, a maximum download size and
+  a maximum pixel count read from the image header before anything is decoded (decompression bombs);
+- retries with exponential backoff for transient failures (timeouts, connection errors, 5xx, 429),
+  or after the server's ``Retry-After`` (capped); per-host connection and request-rate limits;
 - the sha256 of the downloaded bytes and the original width and height.
 
-Modules: ``config`` (options), ``results`` (what comes out), ``guard`` (addresses), ``download``
-(one URL, retries), ``decode`` (bytes -> image), ``pool`` (the ``Fetcher`` thread pool).
+Modules: ``config`` (options), ``results`` (what comes out), ``urls`` (one URL parser), ``guard``
+(addresses), ``deadline`` (one time limit over every socket read), ``politeness`` (per-host limits,
+Retry-After), ``download`` (one URL, retries), ``decode`` (bytes -> image), ``pool`` (the ``Fetcher``
+thread pool).
 """
 
 from grit_pipeline.fetch.config import BOX_SAFE_RESIZE_MODES, TRANSIENT_REASONS, FetchConfig

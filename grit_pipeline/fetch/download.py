@@ -65,35 +65,46 @@ def _read_capped(response: http.client.HTTPResponse, config: FetchConfig) -> byt
 
 
 def _robots_check():
+    """img2dataset's ``is_disallowed`` (its first import takes seconds: done before any deadline starts)."""
     return img2dataset_module("downloader").is_disallowed
 
 
-def _exchange(url: ParsedUrl, config: FetchConfig, opener: Opener, deadline: Deadline) -> bytes | ParsedUrl:
-    """One request: the body of a 2xx answer, or the URL a redirect points at."""
+def _send_request(connection: http.client.HTTPConnection, url: ParsedUrl, config: FetchConfig) -> None:
+    connection.putrequest("GET", url.target, skip_host=True, skip_accept_encoding=True)
+    agent = f"{_USER_AGENT} (compatible; {config.user_agent_token}; +https://github.com/rom1504/img2dataset)"
+    for name, value in (("Host", url.authority), ("User-Agent", agent), ("Connection", "close")):
+        connection.putheader(name, value)
+    connection.endheaders()
+
+
+def _outcome(
+    response: http.client.HTTPResponse, url: ParsedUrl, config: FetchConfig, robots_check: Callable
+) -> bytes | ParsedUrl:
+    """The body of a 2xx answer, or the URL a redirect points at; raises FetchError otherwise."""
+    if response.status in _REDIRECTS:
+        if not (location := response.headers.get("Location")):
+            raise FetchError("bad_redirect", f"HTTP {response.status} without a Location header")
+        return resolve_redirect(url, location)
+    if 300 <= response.status < 400:
+        raise FetchError("bad_redirect", f"HTTP {response.status} {response.reason}: not followed")
+    if not 200 <= response.status < 300:
+        raise _http_error(response, url)
+    directives = set(config.disallowed_header_directives)
+    if directives and robots_check(response.headers, config.user_agent_token, directives):
+        raise FetchError("robots_disallowed", "X-Robots-Tag disallows use of this image")
+    return _read_capped(response, config)
+
+
+def _exchange(
+    url: ParsedUrl, config: FetchConfig, opener: Opener, deadline: Deadline, robots_check: Callable
+) -> bytes | ParsedUrl:
+    """One request on a fresh guarded connection, every read and write bounded by ``deadline``."""
     connection = opener.connect(url, deadline.remaining_s())
     sock = connection.sock
     try:
         connection.sock = DeadlineSocket(sock, deadline)
-        connection.putrequest("GET", url.target, skip_host=True, skip_accept_encoding=True)
-        agent = (
-            f"{_USER_AGENT} (compatible; {config.user_agent_token}; +https://github.com/rom1504/img2dataset)"
-        )
-        for name, value in (("Host", url.authority), ("User-Agent", agent), ("Connection", "close")):
-            connection.putheader(name, value)
-        connection.endheaders()
-        response = connection.getresponse()
-        if response.status in _REDIRECTS:
-            if not (location := response.headers.get("Location")):
-                raise FetchError("bad_redirect", f"HTTP {response.status} without a Location header")
-            return resolve_redirect(url, location)
-        if not 200 <= response.status < 300:
-            if 300 <= response.status < 400:
-                raise FetchError("bad_redirect", f"HTTP {response.status} {response.reason}: not followed")
-            raise _http_error(response, url)
-        directives = set(config.disallowed_header_directives)
-        if directives and _robots_check()(response.headers, config.user_agent_token, directives):
-            raise FetchError("robots_disallowed", "X-Robots-Tag disallows use of this image")
-        return _read_capped(response, config)
+        _send_request(connection, url, config)
+        return _outcome(connection.getresponse(), url, config, robots_check)
     finally:
         connection.close()
         sock.close()
@@ -106,13 +117,14 @@ def download(url: str, config: FetchConfig, opener: Opener, row_deadline_s: floa
     sooner) starts once the host's politeness limits let the first request go.
     """
     target = parse_url(url)
+    robots_check = _robots_check()
     limiter = host_limiter(config.max_host_connections, config.max_host_requests_per_s)
     deadline = None
     for _ in range(MAX_REDIRECTS + 1):
         with limiter.slot(target.host):
             deadline = deadline or Deadline.after(config.timeout_s, row_deadline_s)
             try:
-                outcome = _exchange(target, config, opener, deadline)
+                outcome = _exchange(target, config, opener, deadline, robots_check)
             except FetchError as err:
                 if isinstance(err, RetryLater):
                     limiter.pause(target.host, min(err.retry_after_s, config.max_retry_after_s))
