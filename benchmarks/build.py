@@ -1,15 +1,22 @@
-"""End-to-end `grit build` throughput and peak memory at two input sizes (tiny detector).
+"""End-to-end `grit build` throughput and peak memory (tiny detector): input sizes, or thread pools.
 
 A loopback HTTP server (tests/http_server.py, in a process of its own) serves one distinct URL
-per row (320 x 240 JPEGs). For each size the job runs as its own process on Beam's local runner
-(in-process mode), with the tiny random detector, and we read its peak resident memory from the
-kernel (``wait4``'s ``ru_maxrss``) and its rows per second from the run manifest.
+per row (320 x 240 JPEGs). Each build runs as its own process on Beam's local runner, with the
+tiny random detector, and we read its peak resident memory from the kernel (``wait4``'s
+``ru_maxrss``: the largest single process, so the launcher in multi_processing mode) and its
+rows per second from the run manifest.
 
-Memory must not grow with the input: the last line is the ratio of the peak at the larger size to
-the peak at the smaller one (target <= 1.2).
+Default: in-process at two sizes. Memory must not grow with the input: the last line is the ratio
+of the peak at the larger size to the peak at the smaller one (target <= 1.2).
+
+``--threads-compare``: each worker's torch pool sized as torch does by default (every core:
+``--detector-threads CORES``, what the job did before) against the job's default (the cores shared
+by the local workers), in-process and in multi_processing mode (2 workers), alternating; the last
+line is the multi_processing speed-up (rows/s after / before, target > 1).
 
     python benchmarks/build.py                       # 1,000 and 10,000 rows
     python benchmarks/build.py --sizes 500 2000      # a quicker pair
+    python benchmarks/build.py --threads-compare --rows 400
 """
 
 from __future__ import annotations
@@ -42,6 +49,9 @@ CAPTIONS = [
 ]
 
 
+MULTI = ("--direct_running_mode", "multi_processing", "--direct_num_workers", "2")
+
+
 def serve(count: int, ports, stop) -> None:
     bodies = [jpeg_bytes(320, 240, (i * 5 % 255, 90, 200)) for i in range(50)]
     with LoopbackServer() as server:
@@ -51,7 +61,9 @@ def serve(count: int, ports, stop) -> None:
         stop.wait()
 
 
-def run_build(rows: int, port: int, tmp: str, threads: int) -> dict:
+def run_build(
+    rows: int, port: int, tmp: str, threads: int, extra: tuple[str, ...] = (), name: str = ""
+) -> dict:
     table = pa.table(
         {
             "url": [f"http://127.0.0.1:{port}/img/{i}.jpg" for i in range(rows)],
@@ -59,11 +71,13 @@ def run_build(rows: int, port: int, tmp: str, threads: int) -> dict:
         }
     )
     pq.write_table(table, f"{tmp}/in-{rows}.parquet")
-    out = f"{tmp}/out-{rows}"
+    out = f"{tmp}/out-{rows}-{name or 'build'}"
     argv = [sys.executable, "-m", "grit_pipeline.beam_jobs.job", "--input", f"{tmp}/in-{rows}.parquet"]
     argv += ["--output", out, "--detector", "tiny-random", "--allow-network", "127.0.0.1/32"]
-    argv += ["--progress-interval", "60", "--threads", str(threads)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "OMP_NUM_THREADS": "2"}
+    argv += ["--progress-interval", "60", "--threads", str(threads), "--mode", "overwrite", *extra]
+    # No OMP_NUM_THREADS: thread pools are sized by the job (--detector-threads), as for a user.
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    env.update(HF_HUB_OFFLINE="1", NO_ALBUMENTATIONS_UPDATE="1")
     start = time.perf_counter()
     child = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _, status, usage = os.wait4(child.pid, 0)
@@ -84,21 +98,56 @@ def run_build(rows: int, port: int, tmp: str, threads: int) -> dict:
     }
 
 
+THREAD_CASES = {  # name -> extra argv; "before" sizes each worker's torch pool as torch does
+    "in-process, before": ("--detector-threads", str(os.cpu_count() or 1)),
+    "in-process, after": (),
+    "multi_processing, before": ("--detector-threads", str(os.cpu_count() or 1), *MULTI),
+    "multi_processing, after": MULTI,
+}
+
+
+def threads_compare(rows: int, port: int, tmp: str, threads: int, rounds: int) -> None:
+    """Rows/s per case, best of ``rounds`` (cases alternate, so load from elsewhere hits all alike)."""
+    best: dict[str, dict] = {}
+    for _ in range(rounds):
+        for name, extra in THREAD_CASES.items():
+            result = run_build(rows, port, tmp, threads, extra, name.replace(", ", "-").replace(" ", ""))
+            if name not in best or result["rows_per_s"] > best[name]["rows_per_s"]:
+                best[name] = result
+    print(f"{os.cpu_count()} cores, {rows} rows, best of {rounds}")
+    print(f"{'case':<26} {'rows/s':>7} {'run s':>7} {'peak MiB':>9}  busy seconds per stage")
+    for name, r in best.items():
+        busy = ", ".join(f"{k} {v:.0f}" for k, v in r["busy"].items())
+        print(f"{name:<26} {r['rows_per_s']:>7.1f} {r['run_s']:>7.1f} {r['peak_mib']:>9.0f}  {busy}")
+    for mode in ("in-process", "multi_processing"):
+        ratio = best[f"{mode}, after"]["rows_per_s"] / best[f"{mode}, before"]["rows_per_s"]
+        print(f"RESULT build_threads_speedup_{mode.replace('-', '_')} {ratio:.2f} (target > 1)")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs=2, default=[1000, 10000])
-    parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=16, help="downloads in flight per worker")
+    parser.add_argument("--threads-compare", action="store_true", help="torch pool sizes, both modes")
+    parser.add_argument("--rows", type=int, default=400, help="rows per build with --threads-compare")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds with --threads-compare")
     args = parser.parse_args(argv)
     ports, stop = multiprocessing.Queue(), multiprocessing.Event()
-    server = multiprocessing.Process(target=serve, args=(max(args.sizes), ports, stop), daemon=True)
+    count = args.rows if args.threads_compare else max(args.sizes)
+    server = multiprocessing.Process(target=serve, args=(count, ports, stop), daemon=True)
     server.start()
     port = ports.get(timeout=120)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        for rows in args.sizes:
-            results.append(run_build(rows, port, tmp, args.threads))
+        if args.threads_compare:
+            threads_compare(args.rows, port, tmp, args.threads, args.rounds)
+        else:
+            for rows in args.sizes:
+                results.append(run_build(rows, port, tmp, args.threads))
     stop.set()
     server.join(timeout=10)
+    if not results:
+        return
     print(
         f"{'rows':>7} {'accepted':>8} {'rejected':>8} {'run s':>8} {'rows/s':>7} {'peak MiB':>9}  busy seconds per stage"
     )
