@@ -95,11 +95,11 @@ class AssembleFn(TimedDoFn):
 
     def start_bundle(self):
         super().start_bundle()
-        self.ground_s = 0.0
+        self.ground_s, self.grounded = 0.0, 0
 
     def process(self, element):
         row, result, ground_s = element
-        self.ground_s += ground_s
+        self.ground_s, self.grounded = self.ground_s + ground_s, self.grounded + 1
         if result.reject_reason:
             yield beam.pvalue.TaggedOutput(REJECTS, row.reject("ground", result.reject_reason))
             return
@@ -115,7 +115,7 @@ class AssembleFn(TimedDoFn):
 
     def finish_bundle(self):
         yield self.stage_time()
-        yield beam.pvalue.TaggedOutput(STATS, windowed(StageTime("ground", self.ground_s)))
+        yield beam.pvalue.TaggedOutput(STATS, windowed(StageTime("ground", self.ground_s, self.grounded)))
 
 
 class GroundAndAssemble(beam.PTransform):

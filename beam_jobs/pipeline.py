@@ -21,9 +21,11 @@ def build_graph(
     plan: RunPlan,
     files: list[str],
     extra_fields=(),
-    retry_reasons: tuple[str, ...] = (),
 ):
-    """Add the whole job to ``pipeline``; returns the PCollection of the committed run entry."""
+    """Add the whole job to ``pipeline``; returns the PCollection of the sealed list's length.
+
+    A retry run (``plan.transient_reasons`` set) reads only those rows of its rejects files.
+    """
     rejects, stats = [], []
 
     def stage(rows, label, transform, main="rows", has_stats=True):
@@ -33,7 +35,9 @@ def build_graph(
             stats.append(out[STATS])
         return out[main]
 
-    rows = stage(pipeline, "Read", ReadInputs(files, config.input, retry_reasons, config.progress_interval_s))
+    rows = stage(
+        pipeline, "Read", ReadInputs(files, config.input, plan.transient_reasons, config.progress_interval_s)
+    )
     if config.dedup == "url":
         rows = stage(rows, "DedupByUrl", Deduplicate("url"), has_stats=False)
     else:  # the URL grouping also spreads one big input file's rows over the workers; do that anyway

@@ -20,12 +20,14 @@ def write_table(
     schema: pa.Schema,
     provenance: Mapping | None = None,
     row_group_size: int | None = None,
+    atomic: bool = True,
 ) -> int:
     """Write ``rows`` to ``path`` (any fsspec URL) and return the number of rows written.
 
     The file is written under a hidden temporary name in the same folder and renamed into place,
     so a killed job never leaves a partial file under a shard's name. ``provenance`` (the run's
     configuration: versions, models, thresholds) is stored as JSON in the Parquet key-value metadata.
+    ``atomic=False`` writes ``path`` directly, once (for names no reader takes until a commit).
     """
     table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(list(rows), schema=schema)
     metadata = dict(schema.metadata or {})
@@ -37,6 +39,10 @@ def write_table(
     tmp_path = f"{parent}/.{name}.{uuid.uuid4().hex}.tmp" if parent else f".{name}.{uuid.uuid4().hex}.tmp"
     if parent:
         fs.makedirs(parent, exist_ok=True)
+    if not atomic:
+        with fs.open(fs_path, "wb") as handle:
+            pq.write_table(table, handle, row_group_size=row_group_size, compression="zstd")
+        return table.num_rows
     try:
         with fs.open(tmp_path, "wb") as handle:
             pq.write_table(table, handle, row_group_size=row_group_size, compression="zstd")
