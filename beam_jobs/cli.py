@@ -7,9 +7,10 @@ from grit_pipeline.beam_jobs.options import add_arguments  # noqa: F401  (the cl
 
 def run(args) -> int:
     from grit_pipeline.beam_jobs.job import BuildError, launch
+    from grit_pipeline.beam_jobs.options import BEAM_ARGV, build_config
     from grit_pipeline.cli import CommandError
 
     try:
-        return launch(args)
+        return launch(build_config(args), getattr(args, BEAM_ARGV, None))
     except BuildError as err:
         raise CommandError(str(err)) from err

@@ -13,6 +13,10 @@ MODES = ("refuse", "incremental", "overwrite")
 DEDUP_KEYS = ("url", "sha256", "none")
 
 
+class BuildError(Exception):
+    """A one-line user error (bad input, output exists or locked, detector unavailable)."""
+
+
 @dataclass(frozen=True)
 class BuildConfig:
     """Everything `grit build` was asked to do (Beam's own options travel separately)."""
@@ -23,6 +27,8 @@ class BuildConfig:
     fetch: FetchConfig = field(default_factory=FetchConfig)
     text: TextConfig = field(default_factory=TextConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
+    # Used instead of ``detector`` when that cannot be loaded on the launching machine.
+    detector_fallback: DetectorConfig | None = None
     # refuse: stop when OUTPUT already holds a build; incremental: only inputs not finished yet;
     # overwrite: delete the previous build first.
     mode: str = "refuse"
@@ -36,6 +42,7 @@ class BuildConfig:
     # Longest time a row may wait for its grounding batch to fill. None: batches close when full or
     # when the bundle ends, which bounds the wait in batch jobs; set it for streaming inputs.
     max_batch_wait_s: float | None = None
+    break_lock: bool = False  # take OUTPUT's lock even when another run holds it (see beam_jobs.lock)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

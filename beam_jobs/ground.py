@@ -65,6 +65,7 @@ class GroundFn(TimedDoFn):
         super().start_bundle()
         batch_size = self._config.batch_size
         self._pending: deque[Future] = deque()
+        self._grounded = 0  # images through the detector in this bundle (the manifest's images/s)
         self._buckets = ShapeBuckets(batch_size, max_held=4 * batch_size, max_wait_s=self._max_batch_wait_s)
 
     def process(self, row: Row):
@@ -85,7 +86,7 @@ class GroundFn(TimedDoFn):
                 yield beam.pvalue.TaggedOutput(element.tag, windowed(element.value))
             else:
                 yield windowed(element)
-        yield self.stage_time()
+        yield self.stage_time(self._grounded)
 
     def _prepare(self, row: Row) -> tuple[Row, GroundingRequest | GroundingError]:
         """Runs in the pool: the row's image decoded and resized for the detector."""
@@ -110,6 +111,7 @@ class GroundFn(TimedDoFn):
 
     def _ground(self, batch: list[tuple[Row, GroundingRequest]]):
         results = ground_isolated(self._detector, [request for _, request in batch])
+        self._grounded += len(batch)
         for (row, _), result in zip(batch, results):
             if isinstance(result, GroundingError):
                 yield beam.pvalue.TaggedOutput(REJECTS, row.reject("ground", GROUNDING_ERROR, result.error))

@@ -10,18 +10,22 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from pathlib import Path
 
-from grit_pipeline.beam_jobs.config import DEDUP_KEYS, MODES, BuildConfig
+import grit_pipeline
+from grit_pipeline.beam_jobs.config import DEDUP_KEYS, MODES, BuildConfig, BuildError
 from grit_pipeline.fetch import BOX_SAFE_RESIZE_MODES, FetchConfig
-from grit_pipeline.grounding import DEFAULT_DETECTOR, TINY_DETECTOR, DetectorConfig
+from grit_pipeline.grounding import TINY_DETECTOR, DetectorConfig
 from grit_pipeline.grounding.config import IMAGE_SOURCES
 from grit_pipeline.inputs import IMG2DATASET_RESIZE_MODES, INPUT_FORMATS, InputConfig
-from grit_pipeline.text import MAX_CAPTION_CHARS, TextConfig
+from grit_pipeline.text import TextConfig
 
 # The tiny random detector's scores sit near 0.5 (see grounding.config), so the paper's 0.65
 # would keep no box; smoke runs with it use this threshold unless --box-threshold is given.
 TINY_BOX_THRESHOLD = 0.3
 BEAM_ARGV = "beam_argv"
+EXAMPLE_DIR = Path(grit_pipeline.__file__).parent / "examples"
+EXAMPLE_INPUT = InputConfig(image_path_column="image_path", keep_columns=("licence", "credit"))
 
 
 class _BeamFlag(argparse.Action):
@@ -89,20 +93,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument(
         "--input-format",
         choices=INPUT_FORMATS,
-        default="auto",
+        default=InputConfig.input_format,
         help="auto: img2dataset when files hold image bytes, else url tables",
     )
-    where.add_argument("--url-column", default="url")
-    where.add_argument("--caption-column", default="caption")
-    where.add_argument("--key-column", default=None, help="default: 'key' when present, else FILE_STEM-ROW")
+    where.add_argument("--url-column", default=InputConfig.url_column)
+    where.add_argument("--caption-column", default=InputConfig.caption_column)
+    where.add_argument(
+        "--key-column", default=InputConfig.key_column, help="default: 'key' when present, else FILE_STEM-ROW"
+    )
     where.add_argument(
         "--image-path-column",
-        default=None,
+        default=InputConfig.image_path_column,
         help="column of local image paths to read instead of downloading (URLs there are refused)",
     )
     where.add_argument(
         "--image-root",
-        default=None,
+        default=InputConfig.image_root,
         metavar="DIR",
         help="folder the --image-path-column paths are relative to (default: each table's own folder)",
     )
@@ -117,7 +123,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument(
         "--mode",
         choices=MODES,
-        default="refuse",
+        default=BuildConfig.mode,
         help="when OUTPUT holds a build: refuse (default), incremental (only unfinished inputs) or overwrite",
     )
     where.add_argument(
@@ -128,7 +134,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument(
         "--dedup",
         choices=DEDUP_KEYS,
-        default="url",
+        default=BuildConfig.dedup,
         help="drop repeated URLs (default) or identical images (sha256) as `duplicate` rejects",
     )
     where.add_argument("--rows-per-shard", type=int, default=BuildConfig.rows_per_shard)
@@ -138,15 +144,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument(
         "--progress-interval",
         type=float,
-        default=10.0,
+        default=BuildConfig.progress_interval_s,
         metavar="S",
         help="seconds between progress lines (0: none)",
+    )
+    where.add_argument(
+        "--break-lock",
+        action="store_true",
+        help="take OUTPUT's lock although another run holds it (only when that run is known to be dead)",
     )
 
     det = parser.add_argument_group("grounding")
     det.add_argument(
         "--detector",
-        default=DEFAULT_DETECTOR,
+        default=DetectorConfig.model,
         metavar="ID_OR_DIR",
         help=f"hub id, local folder, or {TINY_DETECTOR!r} (offline smoke runs)",
     )
@@ -156,20 +167,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="ID_OR_DIR",
         help=f"used instead when --detector cannot be loaded here (e.g. {TINY_DETECTOR!r} offline)",
     )
-    det.add_argument("--detector-backend", choices=("hf", "groundingdino"), default="hf")
+    det.add_argument("--detector-backend", choices=("hf", "groundingdino"), default=DetectorConfig.backend)
     det.add_argument(
         "--box-threshold",
         type=float,
         default=None,
-        help=f"default 0.65 (the paper's); {TINY_BOX_THRESHOLD} with {TINY_DETECTOR!r}",
+        help=f"default {DetectorConfig.box_threshold} (the paper's); {TINY_BOX_THRESHOLD} with {TINY_DETECTOR!r}",
     )
     det.add_argument("--nms-iou", type=float, default=DetectorConfig.nms_iou)
     det.add_argument("--detector-batch-size", type=int, default=DetectorConfig.batch_size)
-    det.add_argument("--device", default="auto")
+    det.add_argument("--device", default=DetectorConfig.device)
     det.add_argument(
         "--max-batch-wait",
         type=float,
-        default=None,
+        default=BuildConfig.max_batch_wait_s,
         metavar="S",
         help="close a grounding batch after S seconds even when not full (Beam's stateful batching, "
         "for streaming inputs); default: batches close when full or when the bundle ends",
@@ -190,8 +201,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
     text = parser.add_argument_group("text")
-    text.add_argument("--spacy-model", default=None, help="installed pipeline name or path")
-    text.add_argument("--max-caption-chars", type=int, default=MAX_CAPTION_CHARS)
+    text.add_argument("--spacy-model", default=TextConfig.spacy_model, help="installed pipeline name or path")
+    text.add_argument("--max-caption-chars", type=int, default=TextConfig.max_caption_chars)
 
     fetch = parser.add_argument_group("download")
     fetch.add_argument("--timeout", type=float, default=FetchConfig.timeout_s, metavar="S")
@@ -250,7 +261,7 @@ def worker_threads(args) -> int:
     0 (torch's default) for remote runners, whose machines we cannot see from here."""
     if args.detector_threads is not None:
         if args.detector_threads < 1:
-            raise ValueError(f"--detector-threads must be >= 1, got {args.detector_threads}")
+            raise BuildError(f"--detector-threads must be >= 1, got {args.detector_threads}")
         return args.detector_threads
     from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
@@ -268,9 +279,8 @@ def worker_threads(args) -> int:
     return max(1, cores // workers)
 
 
-def build_config(args, inputs: list[str], output: str, input_config: InputConfig) -> BuildConfig:
-    """The BuildConfig of parsed arguments (raises ValueError on inconsistent values)."""
-    fetch = FetchConfig(
+def fetch_config(args) -> FetchConfig:
+    return FetchConfig(
         timeout_s=args.timeout,
         retries=args.retries,
         backoff_s=args.backoff,
@@ -287,21 +297,6 @@ def build_config(args, inputs: list[str], output: str, input_config: InputConfig
         resize_mode=args.resize_mode,
         encode_quality=args.encode_quality,
     )
-    return BuildConfig(
-        inputs=tuple(inputs),
-        output=output,
-        input=input_config,
-        fetch=fetch,
-        text=TextConfig(spacy_model=args.spacy_model, max_caption_chars=args.max_caption_chars),
-        detector=detector_config(args, args.detector),
-        mode=args.mode,
-        retry_rejects=bool(args.retry_rejects),
-        dedup=args.dedup,
-        rows_per_shard=args.rows_per_shard,
-        store_images=not args.no_images,
-        progress_interval_s=args.progress_interval,
-        max_batch_wait_s=args.max_batch_wait,
-    )
 
 
 def input_config(args) -> InputConfig:
@@ -316,3 +311,60 @@ def input_config(args) -> InputConfig:
         image_root=args.image_root,
         img2dataset_resize_mode=args.img2dataset_resize_mode,
     )
+
+
+def _absolute(path: str) -> str:
+    return path if "://" in path else os.path.abspath(path)
+
+
+def _where(args) -> tuple[tuple[str, ...], str, InputConfig]:
+    """(inputs, output, how to read them) for the three ways of naming inputs."""
+    if args.retry_rejects:
+        if args.input or args.example:
+            raise BuildError(
+                "--retry-rejects DIR reads DIR's rejects; do not pass --input or --example with it"
+            )
+        if args.output and _absolute(args.output) != _absolute(args.retry_rejects):
+            raise BuildError(
+                "--retry-rejects DIR writes into DIR; leave out --output or make it the same folder"
+            )
+        return (), _absolute(args.retry_rejects), input_config(args)
+    if not args.output:
+        raise BuildError("--output DIR is required")
+    if args.example:
+        if args.input:
+            raise BuildError("--example uses the bundled example as input; do not pass --input with it")
+        return (str(EXAMPLE_DIR / "captions.csv"),), _absolute(args.output), EXAMPLE_INPUT
+    if not args.input:
+        raise BuildError("give --input PATH_OR_GLOB (or --example, or --retry-rejects DIR)")
+    return tuple(args.input), _absolute(args.output), input_config(args)
+
+
+def build_config(args) -> BuildConfig:
+    """The complete BuildConfig of parsed arguments: the one boundary between argv and the job.
+
+    Raises BuildError (one line) on inconsistent or invalid values.
+    """
+    try:
+        inputs, output, how = _where(args)
+        return BuildConfig(
+            inputs=inputs,
+            output=output,
+            input=how,
+            fetch=fetch_config(args),
+            text=TextConfig(spacy_model=args.spacy_model, max_caption_chars=args.max_caption_chars),
+            detector=detector_config(args, args.detector),
+            detector_fallback=(
+                detector_config(args, args.detector_fallback) if args.detector_fallback else None
+            ),
+            mode=args.mode,
+            retry_rejects=bool(args.retry_rejects),
+            dedup=args.dedup,
+            rows_per_shard=args.rows_per_shard,
+            store_images=not args.no_images,
+            progress_interval_s=args.progress_interval,
+            max_batch_wait_s=args.max_batch_wait,
+            break_lock=args.break_lock,
+        )
+    except ValueError as err:  # the dataclasses' own checks
+        raise BuildError(str(err)) from err

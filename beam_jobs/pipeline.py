@@ -22,9 +22,11 @@ def build_graph(
     plan: RunPlan,
     files: list[str],
     extra_fields=(),
-    retry_reasons: tuple[str, ...] = (),
 ):
-    """Add the whole job to ``pipeline``; returns the PCollection of the committed run entry."""
+    """Add the whole job to ``pipeline``; returns the PCollection of the sealed list's length.
+
+    A retry run (``plan.transient_reasons`` set) reads only those rows of its rejects files.
+    """
     rejects, stats = [], []
 
     def stage(rows, label, transform, main="rows", has_stats=True):
@@ -35,7 +37,7 @@ def build_graph(
         return out[main]
 
     earlier = committed_shards(config.output)  # what earlier runs accepted stays taken
-    read = ReadInputs(files, config.input, retry_reasons, config.progress_interval_s, earlier)
+    read = ReadInputs(files, config.input, plan.transient_reasons, config.progress_interval_s, earlier)
     rows = stage(pipeline, "Read", read)
     if config.dedup == "url":
         rows = stage(rows, "DedupByUrl", Deduplicate("url", earlier), has_stats=False)

@@ -45,10 +45,11 @@ class FileRead:
 
 @dataclass(frozen=True)
 class StageTime:
-    """Seconds one worker spent in one stage during one bundle."""
+    """Seconds one worker spent in one stage during one bundle, and the rows it handled (0: not counted)."""
 
     stage: str
     seconds: float
+    rows: int = 0
 
 
 @dataclass(frozen=True)

@@ -37,8 +37,9 @@ class TimedDoFn(beam.DoFn):
     def start_bundle(self):
         self.busy_s = 0.0
 
-    def stage_time(self):
-        return beam.pvalue.TaggedOutput(STATS, windowed(StageTime(self.stage, self.busy_s)))
+    def stage_time(self, rows: int = 0):
+        """This bundle's busy seconds (and, where the stage counts them, its rows) as a stats record."""
+        return beam.pvalue.TaggedOutput(STATS, windowed(StageTime(self.stage, self.busy_s, rows)))
 
     def finish_bundle(self):
         yield self.stage_time()

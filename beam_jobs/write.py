@@ -1,22 +1,26 @@
-"""The write stage: shard and rejects Parquet files under the run's staging folder, then the commit.
+"""The write stage: shard and rejects Parquet files of the run, then the sealed list of them.
 
 Writers buffer rows per bundle and write a file every ``rows_per_shard`` rows and at the end of
-the bundle, each under a unique ``.staged`` name; the names travel on as elements, so only files
-of bundles Beam committed are published. The commit runs once, after every other stage, on the
-list of those files (see ``output_dir``).
+the bundle, each once under a fresh name of the run (``RunPlan.new_file``); the names travel on
+as elements, so only files of bundles Beam committed are listed. The job's last step seals that
+list with the files read and the stage timings; the launcher commits it (see ``commit``).
+
+Counters (Beam metrics, namespace ``grit``): ``accepted`` and ``rejected/STAGE/REASON``, which
+the launcher reads while it waits for a job on any runner.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
 from collections import Counter
 
 import apache_beam as beam
 import pyarrow as pa
+from apache_beam.metrics import Metrics
 
-from grit_pipeline.beam_jobs.output_dir import RunPlan, commit
-from grit_pipeline.beam_jobs.progress import LOGGER, tracker
+from grit_pipeline.beam_jobs.commit import seal
+from grit_pipeline.beam_jobs.output_dir import RunPlan
+from grit_pipeline.beam_jobs.progress import METRICS_NAMESPACE, tracker
 from grit_pipeline.beam_jobs.records import STATS, StagedFile
 from grit_pipeline.beam_jobs.stages import TimedDoFn, windowed
 from grit_pipeline.schemas import REJECTS_SCHEMA, shard_schema, write_table
@@ -25,7 +29,7 @@ REJECTS_PER_FILE = 100_000  # rejects rows are small; one file per bundle is the
 
 
 class WriteFn(TimedDoFn):
-    """Rows -> staged Parquet files (as ``StagedFile`` elements)."""
+    """Rows -> Parquet files of the run (as ``StagedFile`` elements)."""
 
     stage = "write"
 
@@ -41,6 +45,7 @@ class WriteFn(TimedDoFn):
         )
         self._provenance = {**self._plan.provenance, "run_id": self._plan.run_id}
         self._progress = tracker(self._progress_s)
+        self._accepted = Metrics.counter(METRICS_NAMESPACE, "accepted")
 
     def start_bundle(self):
         super().start_bundle()
@@ -50,8 +55,10 @@ class WriteFn(TimedDoFn):
         self._rows.append(record)
         if self._kind == "rejects":
             self._progress.reject(record["reason"])
+            Metrics.counter(METRICS_NAMESPACE, f"rejected/{record['stage']}/{record['reason']}").inc()
         else:
             self._progress.accept()
+            self._accepted.inc()
         if len(self._rows) >= self._rows_per_file:
             yield self._flush()
 
@@ -62,35 +69,27 @@ class WriteFn(TimedDoFn):
 
     def _flush(self) -> StagedFile:
         start = time.perf_counter()
-        path = f"{self._plan.staging}/{self._kind}/{uuid.uuid4().hex}.parquet.staged"
-        rows = write_table(self._rows, path, self._schema, self._provenance)
+        path = self._plan.new_file(self._kind)
+        rows = write_table(self._rows, path, self._schema, self._provenance, atomic=False)
         by_reason = Counter(r["reason"] for r in self._rows) if self._kind == "rejects" else {}
         self._rows = []
         self.busy_s += time.perf_counter() - start
         return StagedFile(self._kind, path, rows, dict(by_reason))
 
 
-class CommitFn(beam.DoFn):
-    """The list of everything the run wrote and read -> the committed output and its manifest."""
+class SealFn(beam.DoFn):
+    """The list of everything the run wrote and read -> ``sealed.json`` in the run's staging folder."""
 
     def __init__(self, plan: RunPlan):
         self._plan = plan
 
     def process(self, items: list):
-        run = commit(self._plan, items)
-        counts = run["counts"]
-        LOGGER.info(
-            "committed run %s: %d rows in, %d accepted, %d rejected",
-            run["run_id"],
-            counts["input"],
-            counts["accepted"],
-            counts["rejected"],
-        )
-        yield run
+        seal(self._plan, items)
+        yield len(items)
 
 
 class WriteOutputs(beam.PTransform):
-    """(shard records, rejects rows, stats) -> shards/, rejects/ and manifest.json in OUTPUT."""
+    """(shard records, rejects rows, stats) -> the run's Parquet files and their sealed list."""
 
     def __init__(self, plan: RunPlan, rows_per_shard: int, extra_fields=(), progress_s: float = 10.0):
         super().__init__()
@@ -109,5 +108,5 @@ class WriteOutputs(beam.PTransform):
             (shards.files, shards[STATS], rejected.files, rejected[STATS], stats)
             | "Everything" >> beam.Flatten()
             | "ToList" >> beam.combiners.ToList()
-            | "Commit" >> beam.ParDo(CommitFn(self._plan))
+            | "Seal" >> beam.ParDo(SealFn(self._plan))
         )

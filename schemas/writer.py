@@ -53,11 +53,13 @@ def write_table(
     schema: pa.Schema,
     provenance: Mapping | None = None,
     row_group_size: int | None = None,
+    atomic: bool = True,
 ) -> int:
-    """Write ``rows`` to ``path`` (any fsspec URL) atomically and return the number of rows written.
+    """Write ``rows`` to ``path`` (any fsspec URL) and return the number of rows written.
 
-    ``provenance`` (the run's configuration: versions, models, thresholds) is stored as JSON in the
-    Parquet key-value metadata.
+    Atomically by default (``atomic_open``); ``atomic=False`` writes ``path`` directly, once, for
+    names no reader takes until a commit (staged files). ``provenance`` (the run's configuration:
+    versions, models, thresholds) is stored as JSON in the Parquet key-value metadata.
     """
     table = (
         _conform(rows, schema)
@@ -69,6 +71,12 @@ def write_table(
         metadata[PROVENANCE_KEY] = json.dumps(provenance, sort_keys=True, default=str).encode()
     table = table.cast(schema).replace_schema_metadata(metadata)
     fs, fs_path = fsspec.core.url_to_fs(path)
+    if not atomic:  # a name no reader takes until a commit: written once, in place
+        if "/" in fs_path:
+            fs.makedirs(fs_path.rsplit("/", 1)[0], exist_ok=True)
+        with fs.open(fs_path, "wb") as handle:
+            pq.write_table(table, handle, row_group_size=row_group_size, compression="zstd")
+        return table.num_rows
     with atomic_open(fs, fs_path, "wb") as handle:
         pq.write_table(table, handle, row_group_size=row_group_size, compression="zstd")
     return table.num_rows

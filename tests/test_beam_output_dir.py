@@ -13,15 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 from http_server import LoopbackServer, Route, jpeg_bytes
 
-from grit_pipeline.beam_jobs import output_dir, run
-from grit_pipeline.beam_jobs.output_dir import (
-    OutputExistsError,
-    RunPlan,
-    commit,
-    load_manifest,
-    prepare,
-    recover,
-)
+from grit_pipeline.beam_jobs import commit as commit_module
+from grit_pipeline.beam_jobs import run
+from grit_pipeline.beam_jobs.commit import CommitError, commit
+from grit_pipeline.beam_jobs.modes import prepare, recover
+from grit_pipeline.beam_jobs.output_dir import OutputExistsError, RunPlan, load_manifest
 from grit_pipeline.beam_jobs.records import FileRead, StagedFile, StageTime
 from grit_pipeline.schemas import REJECTS_SCHEMA, SHARD_SCHEMA, list_shard_files, reject_row, write_table
 
@@ -70,7 +66,7 @@ def test_commit_publishes_numbered_files_and_the_manifest(tmp_path):
 def test_a_run_that_does_not_add_up_commits_nothing(tmp_path):
     plan, items = staged_run(tmp_path, "r1", "in.csv", ["a"], [])
     items[0] = FileRead("in.csv", 2, 123)  # one row read was never written anywhere
-    with pytest.raises(RuntimeError, match="does not add up"):
+    with pytest.raises(CommitError, match="does not add up"):
         commit(plan, items)
     assert load_manifest(str(tmp_path)) is None and not (tmp_path / "shards").exists()
 
@@ -93,7 +89,7 @@ def test_crash_during_the_commit_is_rolled_forward(tmp_path, monkeypatch):
         calls.append(target)
         raise KeyboardInterrupt("killed")
 
-    monkeypatch.setattr(output_dir, "_apply", crash_after_first_move)
+    monkeypatch.setattr(commit_module, "apply_journal", crash_after_first_move)
     with pytest.raises(KeyboardInterrupt):
         commit(plan, items)
     monkeypatch.undo()

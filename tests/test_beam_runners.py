@@ -1,6 +1,7 @@
-"""The job's command line and runner recipes: options parse, the graph builds for Dataflow, Flink and
-Spark as far as this machine allows (no cloud project, no Java job server), the bundled example runs,
-and user errors are one line."""
+"""The job's command line and runner recipes: options parse, the graph builds for Dataflow, Flink, Spark
+and a portable job service with remote workers (no cloud project or cluster here), remote runners
+refuse paths their workers cannot reach, DaskRunner is refused, and user errors are one line.
+The end-to-end runs on real runners are in test_beam_runners_e2e.py."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from fsspec.implementations.memory import MemoryFileSystem
 
 from grit_pipeline.beam_jobs import run
 from grit_pipeline.beam_jobs.job import PreparedRun, prepare_run
-from grit_pipeline.beam_jobs.options import add_arguments
+from grit_pipeline.beam_jobs.options import BEAM_ARGV, add_arguments, build_config
 from grit_pipeline.beam_jobs.output_dir import load_manifest
 from grit_pipeline.cli import main as grit_main
 
@@ -26,10 +28,27 @@ RECIPES = {
         "--dataflow_service_options", "worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver",
         "--machine_type", "g2-standard-8", "--device", "cuda",
     ],
-    "flink": ["--runner", "FlinkRunner", "--flink_master", "flink-host:8081", "--environment_type", "LOOPBACK"],
-    "spark": ["--runner", "SparkRunner", "--spark_master_url", "spark://spark-host:7077", "--environment_type", "LOOPBACK"],
-    "portable": ["--runner", "PortableRunner", "--job_endpoint", "localhost:8099", "--environment_type", "DOCKER"],
+    "flink": ["--runner", "FlinkRunner", "--flink_master", "flink-host:8081", "--environment_type", "DOCKER"],
+    "spark": ["--runner", "SparkRunner", "--spark_master_url", "spark://spark-host:7077"],
+    "portable": ["--runner", "PortableRunner", "--job_endpoint", "job-host:8099", "--environment_type", "DOCKER"],
 }  # fmt: skip
+
+
+class RemoteLikeFileSystem(MemoryFileSystem):
+    """An in-memory file system under a protocol that is not this machine's (``remotetest://``).
+
+    No object store can be reached from here; the recipes only need a path that a remote
+    worker could resolve, which ``file://`` and ``memory://`` are not.
+    """
+
+    protocol = ("remotetest",)
+
+    @classmethod
+    def _strip_protocol(cls, path):
+        return super()._strip_protocol(path.removeprefix("remotetest://"))
+
+
+fsspec.register_implementation("remotetest", RemoteLikeFileSystem, clobber=True)
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -40,12 +59,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 @pytest.fixture
 def remote_input():
-    """A url table on fsspec's in-memory filesystem: a path with a protocol, as a remote runner needs."""
-    fs = fsspec.filesystem("memory")
+    fs = fsspec.filesystem("remotetest")
     table = pa.table({"url": ["https://example.com/a.jpg"], "caption": ["a red car on a road"]})
     with fs.open("/recipes/in.parquet", "wb") as handle:
         pq.write_table(table, handle)
-    yield "memory://recipes/in.parquet"
+    yield "remotetest://recipes/in.parquet"
     fs.rm("/recipes", recursive=True)
 
 
@@ -55,24 +73,49 @@ def test_runner_recipe_parses_and_builds_the_graph(runner, remote_input):
         "--input",
         remote_input,
         "--output",
-        f"memory://recipes/out-{runner}",
+        f"remotetest://recipes/out-{runner}",
         "--detector",
         "tiny-random",
     ]
-    prepared = prepare_run(parse([*argv, *RECIPES[runner]]))
-    assert isinstance(prepared, PreparedRun) and not prepared.local
+    args = parse([*argv, *RECIPES[runner]])
+    prepared = prepare_run(build_config(args), getattr(args, BEAM_ARGV))
+    assert isinstance(prepared, PreparedRun) and not prepared.here
     assert type(prepared.pipeline.runner).__name__ == RECIPES[runner][1]
     proto = prepared.pipeline.to_runner_api()  # every DoFn pickled into the portable graph
     names = {t.unique_name for t in proto.components.transforms.values()}
-    for stage in ("Read", "DedupByUrl", "Parse", "Fetch", "GroundAndAssemble", "Write/Commit"):
+    for stage in ("Read", "DedupByUrl", "Parse", "Fetch", "GroundAndAssemble", "Write/Seal"):
         assert stage in names
     assert prepared.plan.beam_options["runner"] == RECIPES[runner][1]
+    # Object stores rename by copying: files are written under their final names (write once).
+    assert not prepared.plan.publish_by_rename
     pickle.loads(pickle.dumps(prepared.plan))
 
 
-def test_remote_runner_refuses_local_paths(tmp_path):
-    argv = ["--input", str(tmp_path / "x.csv"), "--output", str(tmp_path / "out"), *RECIPES["flink"]]
-    assert run(argv) == 2
+@pytest.fixture
+def real_input(tmp_path):
+    """An input file that exists, so only the path refusal can stop the build."""
+    path = tmp_path / "in.csv"
+    path.write_text("url,caption\nhttps://example.com/a.jpg,a red car\n")
+    return path
+
+
+@pytest.mark.parametrize("spelling", ["plain", "file-url", "memory"])
+def test_remote_runner_refuses_paths_its_workers_cannot_reach(spelling, real_input, tmp_path, capsys):
+    out = {"plain": str(tmp_path / "out"), "file-url": f"file://{tmp_path}/out", "memory": "memory://out"}
+    argv = ["--input", f"file://{real_input}", "--output", out[spelling], "--detector", "tiny-random"]
+    assert run([*argv, *RECIPES["flink"]]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "a remote runner's workers cannot reach this machine's files" in err and "\n" not in err
+    assert out[spelling] in err and str(real_input) in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", ["DaskRunner", "apache_beam.runners.dask.dask_runner.DaskRunner"])
+def test_dask_runner_is_refused_in_one_line(name, real_input, tmp_path, capsys):
+    argv = ["--input", str(real_input), "--output", str(tmp_path / "o"), "--runner", name]
+    assert run([*argv, "--detector", "tiny-random"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("grit build: error: DaskRunner cannot run this job correctly") and "\n" not in err
 
 
 def test_unknown_flags_are_errors(capsys):
@@ -90,6 +133,20 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     assert grit_main(["build", "--input", str(tmp_path / "nothing"), "--output", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("grit build: error: no such input") and "\n" not in err
+
+
+def test_option_defaults_are_the_dataclasses(tmp_path):
+    from grit_pipeline.beam_jobs.config import BuildConfig
+    from grit_pipeline.fetch import FetchConfig
+    from grit_pipeline.grounding import DetectorConfig
+    from grit_pipeline.io import InputConfig
+    from grit_pipeline.text import TextConfig
+
+    config = build_config(parse(["--input", "x.csv", "--output", str(tmp_path)]))
+    reference = BuildConfig(inputs=("x.csv",), output=str(tmp_path))
+    assert config == reference
+    assert (config.input, config.fetch, config.text) == (InputConfig(), FetchConfig(), TextConfig())
+    assert config.detector == DetectorConfig() and config.detector_fallback is None
 
 
 def test_example_offline_names_the_smoke_option_then_runs_with_it(tmp_path, capsys):
