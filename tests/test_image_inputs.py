@@ -106,6 +106,14 @@ def test_auto_rejects_what_the_sizes_cannot_tell(outputs):
         assert reason == "unknown_resize_geometry" and "--img2dataset-resize-mode" in error
 
 
+def test_a_declared_border_needs_its_white_padding(outputs):
+    _, folders = outputs
+    config = InputConfig(img2dataset_resize_mode="border")  # but these were centre-cropped
+    rows = [r for f in list_input_files(str(folders["center_crop"])) for r in read_file(f, config)]
+    rejected = sorted(r.reject[0] for r in rows if r.reject)
+    assert rejected == ["unknown_resize_geometry"] * 2  # the two non-square originals
+
+
 @pytest.mark.parametrize(
     ("mode", "folders"),
     [("border", ("border", "keep_ratio", "keep_ratio_largest", "no")), ("center_crop", ("center_crop",))],

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-FILL_RGB = (128, 128, 128)  # what img2dataset's centre crop cut away: unknown, drawn mid-grey
+FILL_RGB = (128, 128, 128)
+WHITE_MIN = 235  # darkest grey level JPEG (quality 95) leaves in img2dataset's white (255) padding  # what img2dataset's centre crop cut away: unknown, drawn mid-grey
 WHOLE_PICTURE_MODES = ("keep_ratio", "keep_ratio_largest", "no")
 
 
@@ -80,13 +81,32 @@ def plan_restore(original: tuple[int, int], stored: tuple[int, int], mode: str) 
     return f"{described} is not what img2dataset's {mode} resize mode makes; check --img2dataset-resize-mode"
 
 
-def restore_frame(data: bytes, plan: Restore) -> bytes:
-    """The stored image's bytes in the original frame (PNG, lossless; the fetch stage encodes once more)."""
+def padding_is_white(image: Image.Image, content: tuple[int, int, int, int]) -> bool:
+    """Whether what lies outside ``content`` is img2dataset's white border (JPEG leaves it near-white).
+
+    A declared ``border`` on an image img2dataset centre-cropped would otherwise go unnoticed.
+    Pixels within 2 of the content's edge are left out: JPEG blurs the edge into them.
+    """
+    grey = image.convert("L")
+    left, top, right, bottom = content
+    strips = [(0, 0, grey.width, top - 2), (0, bottom + 2, grey.width, grey.height)]
+    strips += [(0, 0, left - 2, grey.height), (right + 2, 0, grey.width, grey.height)]
+    for box in strips:
+        if box[2] > box[0] and box[3] > box[1] and grey.crop(box).getextrema()[0] < WHITE_MIN:
+            return False
+    return True
+
+
+def restore_frame(data: bytes, plan: Restore) -> bytes | None:
+    """The stored image's bytes in the original frame (PNG, lossless; the fetch stage encodes once more);
+    None when a ``border`` plan finds no white border where the padding should be."""
     if plan.crop is None and plan.canvas is None:
         return data
     with Image.open(io.BytesIO(data)) as image:
         image = image.convert("RGB")
         if plan.crop is not None:
+            if not padding_is_white(image, plan.crop):
+                return None
             image = image.crop(plan.crop)
         else:
             canvas = Image.new("RGB", plan.canvas, FILL_RGB)

@@ -127,7 +127,11 @@ def _img2dataset_image(record: dict, config: InputConfig) -> tuple[bytes | None,
     plan = plan_restore(original, size, config.img2dataset_resize_mode)
     if isinstance(plan, str):
         return None, (UNKNOWN_RESIZE_GEOMETRY, plan)
-    return restore_frame(image, plan), None
+    restored = restore_frame(image, plan)
+    if restored is None:
+        error = "--img2dataset-resize-mode border, but the image has no white border: was it center_crop?"
+        return None, (UNKNOWN_RESIZE_GEOMETRY, error)
+    return restored, None
 
 
 def _original_size(record: dict) -> tuple[int, int] | None:
