@@ -89,3 +89,26 @@ def test_generation_uses_the_original_settings_and_room_for_several_boxes():
     assert config.no_repeat_ngram_size == 3
     # A phrase with three boxes needs <object> + 3 pairs + 2 delimiters + </object> = 10 tokens.
     assert config.max_new_tokens >= 10
+
+
+def test_text_after_a_tag_tokenises_as_kosmos2processor_does():
+    """The chosen behaviour (README, "Tokenisation"): Kosmos2Processor's, not the original's caption-once ids.
+
+    Each stretch between tags is tokenised on its own with a word-start piece, so a phrase glued to
+    punctuation ("beach.") differs from the plain caption by a lone "▁" before the ".".
+    """
+    from PIL import Image
+
+    from grit_pipeline.model.examples import encode_text
+    from grit_pipeline.model.processor import build_processor, train_tokenizer
+
+    caption = "a dog runs on the beach."
+    processor = build_processor(train_tokenizer([caption, "the beach", "a dog"] * 3, 512), image_size=32)
+    grounded = "<grounding>a dog runs on <phrase>the beach</phrase><object><patch_index_0001><patch_index_0002></object>."
+    reference = processor(
+        text=grounded, images=Image.new("RGB", (32, 32)), num_image_tokens=64, add_eos_token=True
+    )
+    assert encode_text(processor.tokenizer, grounded, 64, 256)[0] == reference["input_ids"]
+    tags = set(processor.tag_tokens) | {"<patch_index_0001>", "<patch_index_0002>"}
+    words = [t for t in processor.tokenizer.tokenize(grounded) if t.strip() not in tags]
+    assert words[-2:] == ["▁", "."] and "." not in processor.tokenizer.tokenize(caption)[-1:]
