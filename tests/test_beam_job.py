@@ -279,24 +279,53 @@ def test_dedup_by_image_hash(tmp_path, server):
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["counts"]["accepted"] == 1
 
 
+def grounding_batchers(pipeline) -> list[tuple[str, float | None]]:
+    """(batching DoFn, buffering seconds) of every BatchElements step Beam runs before grounding.
+
+    Read from the graph Beam built and ran, not from our code: Beam's stateful batcher (flushes a partial
+    batch after its buffering time) holds the duration in its closure; the plain one has none.
+    """
+    import inspect
+
+    import apache_beam as beam
+    from apache_beam.pipeline import PipelineVisitor
+
+    found = []
+
+    class Visitor(PipelineVisitor):
+        def visit_transform(self, node):
+            fn = getattr(node.transform, "fn", None)
+            grounding = "GroundAndAssemble/" in node.full_label and isinstance(node.transform, beam.ParDo)
+            if grounding and "Batch" in type(fn).__name__:
+                closure = inspect.getclosurevars(type(fn).process).nonlocals
+                found.append((type(fn).__name__, closure.get("max_buffering_duration_secs")))
+
+    pipeline.visit(Visitor())
+    return found
+
+
 def test_batches_bounded_by_waiting_time(tmp_path, server):
-    from grit_pipeline.beam_jobs.ground import GroundingModelHandler
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+
+    from grit_pipeline.beam_jobs.ground import GroundAndAssemble
     from grit_pipeline.grounding import DetectorConfig
 
-    handler = GroundingModelHandler(DetectorConfig(batch_size=4), max_batch_wait_s=0.5)
-    assert handler.batch_elements_kwargs() == {
-        "min_batch_size": 1,
-        "max_batch_size": 4,
-        "max_batch_duration_secs": 0.5,
-    }
     cases = [
         (server.add(f"/wait-{i}.jpg", Route(jpeg_bytes(90 + i, 90))), f"a square number {i}", None)
         for i in range(3)
     ]
     write_input(tmp_path / "in.parquet", cases)
     argv = ["--input", str(tmp_path / "in.parquet"), "--output", str(tmp_path / "out"), *COMMON]
-    assert run([*argv, "--max-batch-wait", "0.5"]) == 0
+    pipeline = BeamTestPipeline()  # the job builds its graph on it and runs it: the graph can be read after
+    assert run([*argv, "--max-batch-wait", "0.5"], test_pipeline=pipeline) == 0
+    # From argv through the config, the graph and the model handler to the batcher Beam ran.
+    assert grounding_batchers(pipeline) == [("_StatefulBatchElementsDoFn", 0.5)]
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["counts"]["accepted"] == 3
     assert manifest["config"]["max_batch_wait_s"] == 0.5
+    # The control: without a wait, batches are bounded by size and bundle only (graph built, not run).
+    plain = BeamTestPipeline()
+    _ = plain | beam.Create([0]) | "GroundAndAssemble" >> GroundAndAssemble(DetectorConfig(), True)
+    assert [name for name, _ in grounding_batchers(plain)] == ["_GlobalWindowsBatchingDoFn"]
     assert run([*argv, "--mode", "overwrite", "--max-batch-wait", "-1"]) == 2
