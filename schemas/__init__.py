@@ -17,6 +17,7 @@ from grit_pipeline.schemas.reader import (
 from grit_pipeline.schemas.rejects import REJECTS_SCHEMA, REJECTS_SCHEMA_VERSION, reject_row
 from grit_pipeline.schemas.shard import (
     GRIT20M_COLUMNS,
+    IMAGE_COLUMNS,
     PROVENANCE_KEY,
     SCHEMA_KEY,
     SHARD_SCHEMA,
@@ -24,6 +25,8 @@ from grit_pipeline.schemas.shard import (
     Box,
     GroundedSpan,
     group_by_span,
+    image_bytes,
+    image_column,
     shard_schema,
     spans_from_column,
     spans_to_column,
@@ -32,6 +35,7 @@ from grit_pipeline.schemas.writer import atomic_open, write_table
 
 __all__ = [
     "GRIT20M_COLUMNS",
+    "IMAGE_COLUMNS",
     "PROVENANCE_KEY",
     "REJECTS_SCHEMA",
     "REJECTS_SCHEMA_VERSION",
@@ -44,6 +48,8 @@ __all__ = [
     "atomic_open",
     "column_type_problems",
     "group_by_span",
+    "image_bytes",
+    "image_column",
     "iter_rows",
     "list_shard_files",
     "read_parquet",

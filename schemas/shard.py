@@ -35,6 +35,10 @@ GRIT20M_COLUMNS: tuple[str, ...] = (
     "ref_exps",
 )
 
+# Columns that hold encoded image bytes, in the order they are looked for: ours (``image``), then
+# img2dataset's parquet/webdataset names. The one list for every reader (the input reader, the trainer).
+IMAGE_COLUMNS: tuple[str, ...] = ("image", "jpg", "jpeg", "png", "webp")
+
 SHARD_SCHEMA = pa.schema(
     [
         pa.field("key", pa.string(), nullable=False),
@@ -134,3 +138,14 @@ def group_by_span(spans: Iterable[GroundedSpan]) -> dict[tuple[int, int], list[G
     for span in spans:
         grouped[(span.start, span.end)].append(span)
     return {key: grouped[key] for key in sorted(grouped)}
+
+
+def image_column(names: Iterable[str]) -> str | None:
+    """The first of ``IMAGE_COLUMNS`` among ``names`` (a schema's or a record's), or None."""
+    present = set(names)
+    return next((name for name in IMAGE_COLUMNS if name in present), None)
+
+
+def image_bytes(record: dict) -> bytes | None:
+    """The image bytes of a record: the first non-empty value among ``IMAGE_COLUMNS``, or None."""
+    return next((record[name] for name in IMAGE_COLUMNS if record.get(name)), None)

@@ -18,7 +18,7 @@ from grit_pipeline.beam_jobs.records import REJECTS, STATS, Row, StageTime
 from grit_pipeline.beam_jobs.stages import ParseCaptions
 from grit_pipeline.fetch import FetchedImage
 from grit_pipeline.grounding.base import GroundingResult, ScoredBox
-from grit_pipeline.io import InputRow
+from grit_pipeline.inputs import InputRow
 from grit_pipeline.locations import Box, box_to_cells, cells_to_box, parse_grounded_caption
 from grit_pipeline.text import TextConfig, TextStage
 

@@ -139,7 +139,7 @@ def test_option_defaults_are_the_dataclasses(tmp_path):
     from grit_pipeline.beam_jobs.config import BuildConfig
     from grit_pipeline.fetch import FetchConfig
     from grit_pipeline.grounding import DetectorConfig
-    from grit_pipeline.io import InputConfig
+    from grit_pipeline.inputs import InputConfig
     from grit_pipeline.text import TextConfig
 
     config = build_config(parse(["--input", "x.csv", "--output", str(tmp_path)]))

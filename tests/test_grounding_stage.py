@@ -17,7 +17,7 @@ from grit_pipeline.beam_jobs.records import Row
 from grit_pipeline.fetch import FetchedImage
 from grit_pipeline.grounding import TINY_DETECTOR, DetectorConfig
 from grit_pipeline.grounding.preprocess import prepare_bytes
-from grit_pipeline.io import InputRow
+from grit_pipeline.inputs import InputRow
 from grit_pipeline.text import ParsedCaption
 
 

@@ -221,3 +221,14 @@ def test_footer_reads_never_go_through_a_python_file_object(tmp_path, monkeypatc
     assert read_provenance(url) == PROVENANCE
     assert read_parquet_metadata(url).num_rows == 2
     assert "grounded_caption" in read_parquet_schema(url).names
+
+
+def test_image_bytes_are_looked_up_in_one_order():
+    from grit_pipeline.schemas import IMAGE_COLUMNS, image_bytes, image_column
+
+    assert IMAGE_COLUMNS == ("image", "jpg", "jpeg", "png", "webp")  # ours, then img2dataset's names
+    assert image_column(["key", "png", "jpg"]) == "jpg" and image_column(["key", "caption"]) is None
+    assert image_column(["jpeg"]) == "jpeg"  # one of the two drifted lists lacked it
+    assert image_bytes({"image": None, "jpg": b"", "png": b"\x89PNG"}) == b"\x89PNG"  # empty values skipped
+    assert image_bytes({"image": b"ours", "jpg": b"theirs"}) == b"ours"
+    assert image_bytes({"key": "k"}) is None
