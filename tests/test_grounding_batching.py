@@ -54,7 +54,7 @@ def test_a_mixed_size_batch_gives_each_image_the_boxes_it_gets_alone(tiny_dir, s
             assert np.allclose(got_span, want_span, atol=1e-4)
 
 
-def test_prepared_pixels_equal_the_transformers_image_processor(tiny_dir):
+def test_prepared_pixels_match_the_transformers_image_processor(tiny_dir):
     detector = detector_for(tiny_dir, size_multiple=1)
     processor = detector.processor.image_processor
     for image in (noise_image(0, (333, 250)), noise_image(1, (90, 400))):
@@ -63,7 +63,10 @@ def test_prepared_pixels_equal_the_transformers_image_processor(tiny_dir):
             [prepare_image(image, detector.image_spec)], detector.image_spec, torch.device("cpu")
         )
         assert got.shape == want.shape
-        assert torch.allclose(got, want, atol=1e-5)
+        # Resampled within one 8-bit level of Pillow's (one level is 1 / 255 / std after normalising).
+        level = 1 / 255 / min(detector.image_spec.std)
+        assert (got - want).abs().max() <= level + 1e-5
+        assert (got - want).abs().mean() < 0.05 * level
 
 
 def test_processed_sides_round_to_the_bucket_step():

@@ -1,9 +1,9 @@
 """Images -> the detector's input pixels: resized to a size bucket on 8-bit pixels, normalised per batch.
 
 transformers' image processor converts every image to float, then rescales, normalises and pads it
-in separate passes. Here an image is one PIL resize of its 8-bit pixels (Pillow's SIMD path, which
-releases the GIL, so a thread pool prepares images on every core while the forward runs), and a
-batch is normalised at once in torch, on the model's device.
+in separate passes. Here an image is one resize of its 8-bit pixels with torch's uint8 kernels
+(which release the GIL, so a thread pool prepares images on every core while the forward runs),
+and a batch is normalised in one pass in torch, on the model's device.
 
 A batch holds images of one shape only: Grounding DINO's input projection (a GroupNorm) computes its
 statistics over padded zeros too, so padding would make an image's boxes depend on its batch
@@ -74,13 +74,28 @@ class ImageSpec:
 
 
 def prepare_image(image: Image.Image, spec: ImageSpec) -> PreparedImage:
-    """An RGB image resized (bilinear, as the processor) to its bucket shape."""
+    """An image resized to its bucket shape (bilinear, within one 8-bit level of Pillow's)."""
     height, width = spec.target_shape(*image.size)
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    if image.size != (width, height):
-        image = image.resize((width, height), Image.BILINEAR)
-    return PreparedImage(np.asarray(image))
+    # np.array, not asarray: a writable copy, which torch.from_numpy needs (one memcpy).
+    pixels = np.array(image if image.mode == "RGB" else image.convert("RGB"))
+    return PreparedImage(resize_pixels(pixels, height, width))
+
+
+def resize_pixels(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(h, w, 3) uint8 -> (height, width, 3) uint8 with torch's uint8 bilinear kernels.
+
+    They run on the channels-last bytes directly (no float copy) and, upsampling, 5 to 8 times
+    faster than Pillow's; antialiasing (Pillow's filter support when shrinking) only when a side
+    shrinks, since it changes nothing otherwise.
+    """
+    if pixels.shape[:2] == (height, width):
+        return pixels
+    tensor = torch.from_numpy(pixels).permute(2, 0, 1)[None]  # a channels-last view, no copy
+    shrinks = height < pixels.shape[0] or width < pixels.shape[1]
+    resized = torch.nn.functional.interpolate(
+        tensor, size=(height, width), mode="bilinear", align_corners=False, antialias=shrinks
+    )
+    return resized[0].permute(1, 2, 0).numpy()
 
 
 def prepare_bytes(data: bytes, spec: ImageSpec) -> PreparedImage:
@@ -95,7 +110,9 @@ def pixel_batch(images: Sequence[PreparedImage], spec: ImageSpec, device: torch.
     if len(shapes) != 1:
         raise ValueError(f"a detector batch must hold one image shape (padding changes boxes), got {shapes}")
     stacked = torch.from_numpy(np.stack([image.pixels for image in images])).to(device)
-    pixels = stacked.permute(0, 3, 1, 2).float()  # (batch, 3, height, width), still 0..255
+    height, width = stacked.shape[1:3]
+    pixels = torch.empty((len(images), 3, height, width), dtype=torch.float32, device=device)
+    pixels.copy_(stacked.permute(0, 3, 1, 2))  # one pass: to float and to channels-first, 0..255
     mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1) * 255.0
     inv_std = 1.0 / (torch.tensor(spec.std, device=device).view(1, 3, 1, 1) * 255.0)
-    return pixels.sub_(mean).mul_(inv_std).contiguous()
+    return pixels.sub_(mean).mul_(inv_std)
