@@ -1,19 +1,22 @@
-"""Download, check, decode and resize images, on img2dataset's primitives, with guards.
+"""Download, check, decode and resize images, with guards.
 
 What comes from img2dataset: the X-Robots-Tag check (``is_disallowed``, same directives and user
-agent token) and the ``Resizer`` (decode with OpenCV, resize, re-encode). What is added here:
+agent token) and the resize policy's semantics (``resize``: its sizes, modes and encoding, with a
+faster decode and resample). What is added here:
 
 - an address guard: every connection, the first one and each redirect, resolves the host and
   refuses loopback, private, link-local (cloud metadata), shared, reserved and multicast addresses,
   then connects to the address it checked, so a second DNS answer cannot slip past;
 - only ``http``/``https``, no proxies from the environment (a proxy would hide the real address);
 - a total time limit per attempt, a maximum download size and a maximum pixel count read from the
-  image header before anything is decoded (decompression bombs);
+  image header before anything is decoded (decompression bombs), and degenerate shapes refused;
+- every pixel mode converted to 8-bit RGB, EXIF orientation applied (``pixels``);
 - retries with exponential backoff for transient failures (timeouts, connection errors, 5xx, 429);
 - the sha256 of the downloaded bytes and the original width and height.
 
 Modules: ``config`` (options), ``results`` (what comes out), ``guard`` (addresses), ``download``
-(one URL, retries), ``decode`` (bytes -> image), ``pool`` (the ``Fetcher`` thread pool).
+(one URL, retries), ``decode`` (bytes -> image), ``pixels`` (modes, orientation), ``resize``
+(sizes, resampling, encoding), ``pool`` (the ``Fetcher`` thread pool).
 """
 
 from grit_pipeline.fetch.config import BOX_SAFE_RESIZE_MODES, TRANSIENT_REASONS, FetchConfig
