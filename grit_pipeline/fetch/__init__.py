@@ -1,7 +1,8 @@
-"""Download, check, decode and resize images, on img2dataset's primitives, with guards.
+"""Download, check, decode and resize images, with guards.
 
 What comes from img2dataset: the X-Robots-Tag check (``is_disallowed``, same directives and user
-agent token) and the ``Resizer`` (decode with OpenCV, resize, re-encode). What is added here:
+agent token) and the resize policy's semantics (``resize``: its sizes, modes and encoding, with a
+faster decode and resample). What is added here:
 
 - an address guard: every connection, the first one and each redirect, resolves the host and
   refuses loopback, private, link-local (cloud metadata), shared, reserved and multicast addresses,
@@ -9,15 +10,17 @@ agent token) and the ``Resizer`` (decode with OpenCV, resize, re-encode). What i
 - only ``http``/``https``, no proxies from the environment (a proxy would hide the real address);
 - one strict URL parser for every URL (input and redirects), so the guard checks the host connected to;
 - one deadline per attempt (connect, headers and body) and one per row, a maximum download size and
-  a maximum pixel count read from the image header before anything is decoded (decompression bombs);
+  a maximum pixel count read from the image header before anything is decoded (decompression bombs),
+  and degenerate shapes refused;
+- every pixel mode converted to 8-bit RGB, EXIF orientation applied (``pixels``);
 - retries with exponential backoff for transient failures (timeouts, connection errors, 5xx, 429),
   or after the server's ``Retry-After`` (capped); per-host connection and request-rate limits;
 - the sha256 of the downloaded bytes and the original width and height.
 
 Modules: ``config`` (options), ``results`` (what comes out), ``urls`` (one URL parser), ``guard``
 (addresses), ``deadline`` (one time limit over every socket read), ``politeness`` (per-host limits,
-Retry-After), ``download`` (one URL, retries), ``decode`` (bytes -> image), ``pool`` (the ``Fetcher``
-thread pool).
+Retry-After), ``download`` (one URL, retries), ``decode`` (bytes -> image), ``pixels`` (modes,
+orientation), ``resize`` (sizes, resampling, encoding), ``pool`` (the ``Fetcher`` thread pool).
 """
 
 from grit_pipeline.fetch.config import BOX_SAFE_RESIZE_MODES, TRANSIENT_REASONS, FetchConfig

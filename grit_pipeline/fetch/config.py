@@ -34,6 +34,12 @@ class FetchConfig:
     max_bytes: int = 32 * 2**20  # a photo above 32 MiB is almost surely not a web photo
     # 50 Mpx: above any camera photo we want (8K UHD is 33 Mpx), far below a decompression bomb's gigapixels.
     max_pixels: int = 50_000_000
+    # Degenerate shapes are rejected before grounding (reason degenerate_image): below 16 px there is
+    # nothing to ground (Grounding DINO's coarsest feature map is 1/32 of the input), and beyond 10:1
+    # an image is a banner or a strip; the detector's processor would shrink its short side to
+    # 1333 / ratio px (0 px for a 4000x1 image, which fails the whole batch).
+    min_side_px: int = 16
+    max_aspect_ratio: float = 10.0
     allow_private_addresses: bool = False  # tests and private mirrors only
     allowed_networks: tuple[str, ...] = ()  # CIDRs exempt from the guard, e.g. a private mirror's subnet
     # As img2dataset: its token, so a site that blocks img2dataset blocks us too, and its directives.
@@ -56,6 +62,11 @@ class FetchConfig:
             )
         for network in self.allowed_networks:
             ipaddress.ip_network(network)  # raises ValueError naming a malformed CIDR
+        if self.min_side_px < 1 or self.max_aspect_ratio < 1:
+            raise ValueError(
+                f"min_side_px must be >= 1 and max_aspect_ratio >= 1, got {self.min_side_px} and "
+                f"{self.max_aspect_ratio}"
+            )
         if self.retries < 0 or self.timeout_s <= 0 or self.thread_count < 1:
             raise ValueError("retries must be >= 0, timeout_s > 0 and thread_count >= 1")
         if self.total_timeout_s < self.timeout_s:

@@ -1,7 +1,12 @@
-"""Downloaded bytes -> a checked, decoded, resized ``FetchedImage``, on img2dataset's ``Resizer``.
+"""Downloaded bytes -> a checked ``FetchedImage``: 8-bit RGB, in the displayed frame, resized once.
 
-The pixel count is read from the header before anything is decoded (decompression bombs); the
-sha256 is of the bytes as downloaded, the width and height those of the original image.
+The header is read before any pixel is decoded: the pixel count (decompression bombs), the
+degenerate shapes the detector cannot take (``min_side_px``, ``max_aspect_ratio``) and the EXIF
+orientation. The pixels are then decoded once, at reduced size when the target allows it (see
+``resize``), converted to 8-bit RGB (``pixels``), resized, turned into the displayed frame and
+encoded. Bytes are kept untouched when nothing would change: already in the stored format, no
+resize, 8-bit grey or RGB, and no orientation other than the identity. The sha256 is of the bytes
+as downloaded; width and height are the original image's, in its displayed frame.
 """
 
 from __future__ import annotations
@@ -11,11 +16,29 @@ import importlib
 import io
 import os
 import warnings
+from dataclasses import dataclass, replace
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
 
+from grit_pipeline.fetch import pixels
 from grit_pipeline.fetch.config import FetchConfig
+from grit_pipeline.fetch.resize import ResizePolicy, dct_scale, resample
 from grit_pipeline.fetch.results import FetchedImage, FetchError, FetchFailure
+
+# Stored bytes in these JPEG modes are what every reader decodes the same way; CMYK is not.
+_KEEPABLE_MODES = frozenset({"L", "RGB"})
+# The reduction bits alone (the "grayscale" names carry no colour bit), to combine with IMREAD_COLOR_RGB.
+_CV2_REDUCED = {
+    1: 0,
+    2: cv2.IMREAD_REDUCED_GRAYSCALE_2,
+    4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
+    8: cv2.IMREAD_REDUCED_GRAYSCALE_8,
+}
+
+# For readers of bytes already checked by the fetch stage: no shape limits (Pillow's bomb check stays).
+_NO_LIMITS = FetchConfig(max_pixels=2**62, min_side_px=1, max_aspect_ratio=float("inf"))
 
 
 def img2dataset_module(name: str):
@@ -25,94 +48,162 @@ def img2dataset_module(name: str):
     return importlib.import_module(f"img2dataset.{name}")
 
 
-def _thread_safe_resizer_module():
-    """img2dataset's resizer module, made safe to call from several threads at once.
+@dataclass(frozen=True)
+class Header:
+    """What the image header says, before any pixel is decoded."""
 
-    Its ``Resizer.__call__`` wraps decoding in ``SuppressStdoutStderr``, which swaps the process's
-    file descriptors 1 and 2 with /dev/null and back: two threads doing that at once can leave
-    stdout or stderr pointing at /dev/null for good, and every other thread's output (our progress
-    lines, Beam's logs) is swallowed while it is active. We replace it with a no-op and silence
-    OpenCV's own warnings instead; libjpeg may still print "Corrupt JPEG data" for broken files.
-    Decoding in the download threads is what lets this stage use more than one core.
-    """
-    import contextlib
+    format: str | None  # Pillow's name, e.g. "JPEG"
+    mode: str
+    stored_size: tuple[int, int]  # as the pixels are stored
+    orientation: int  # EXIF orientation, 1 (identity) to 8
 
-    import cv2
-
-    resizer = img2dataset_module("resizer")
-    resizer.SuppressStdoutStderr = contextlib.nullcontext
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-    return resizer
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) in the displayed frame."""
+        return pixels.displayed_size(self.stored_size, self.orientation)
 
 
-def make_resizer(config: FetchConfig):
-    """img2dataset's Resizer for the configured policy; skip_reencode keeps bytes that need no change."""
-    Resizer = _thread_safe_resizer_module().Resizer
+def make_resizer(config: FetchConfig) -> ResizePolicy:
+    """The resize and encode policy for ``config`` (img2dataset's semantics, see ``resize``)."""
     # Pillow warns above its own pixel limit while reading a header; ``check_header`` applies ours
     # (``max_pixels``) instead. Set once here: ``warnings.catch_warnings`` per call is not thread-safe.
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+    # The stage decodes one image per core in its threads; OpenCV's own thread pool on top of
+    # that only adds contention (img2dataset's Resizer sets the same).
+    cv2.setNumThreads(1)
+    return ResizePolicy.from_config(config)
 
-    return Resizer(
-        image_size=config.image_size,
-        resize_mode=config.resize_mode,
-        resize_only_if_bigger=config.resize_only_if_bigger,
-        encode_format=config.encode_format,
-        encode_quality=config.encode_quality,
-        skip_reencode=True,
-    )
+
+def read_header(data: bytes, config: FetchConfig) -> Header:
+    """The checked header; rejects non-images, bombs and degenerate shapes without decoding pixels."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            header = Header(image.format, image.mode, image.size, pixels.orientation(image))
+    except Image.DecompressionBombError as err:
+        raise FetchError("too_many_pixels", str(err)) from err
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        raise FetchError("not_an_image", f"cannot identify an image: {err}") from err
+    width, height = header.size
+    if width * height > config.max_pixels:
+        raise FetchError(
+            "too_many_pixels", f"{width}x{height} = {width * height} pixels > max {config.max_pixels}"
+        )
+    check_shape(width, height, config)
+    return header
+
+
+def check_shape(width: int, height: int, config: FetchConfig) -> None:
+    """Refuse shapes no detector input can be made of (the detector's processor would compute a
+    side of 0 px for a 4000x1 image and fail the whole batch)."""
+    if min(width, height) < config.min_side_px:
+        raise FetchError(
+            "degenerate_image",
+            f"{width}x{height}: shortest side below the minimum of {config.min_side_px} px",
+        )
+    if max(width, height) / min(width, height) > config.max_aspect_ratio:
+        raise FetchError(
+            "degenerate_image",
+            f"{width}x{height}: aspect ratio {max(width, height) / min(width, height):.1f} "
+            f"above the maximum of {config.max_aspect_ratio}",
+        )
 
 
 def check_header(data: bytes, max_pixels: int) -> tuple[int, int]:
-    """Width and height from the image header, without decoding pixels; rejects non-images and bombs."""
+    """Width and height (displayed frame) from the header, without decoding pixels; rejects
+    non-images and bombs (no shape check: see ``read_header``)."""
+    return read_header(data, replace(_NO_LIMITS, max_pixels=max_pixels)).size
+
+
+def load_rgb(data: bytes, header: Header, target: tuple[int, int] | None) -> np.ndarray:
+    """Decode once: an ``(h, w, 3)`` RGB array in the displayed frame, at ``target`` if given."""
+    stored_target = target and pixels.displayed_size(target, header.orientation)  # an involution
+    scale = dct_scale(header.stored_size, stored_target) if stored_target and header.format == "JPEG" else 1
+    rgb = decode_rgb(data, header, scale)
+    if stored_target:
+        extent = (header.stored_size[0] / scale, header.stored_size[1] / scale)
+        rgb = resample(rgb, stored_target, extent)  # before turning: fewer pixels to move
+    return pixels.to_displayed_frame(rgb, header.orientation)
+
+
+def decode_rgb(data: bytes, header: Header, scale: int = 1) -> np.ndarray:
+    """The stored frame's pixels as 8-bit RGB; a JPEG at 1/``scale`` of its size (DCT scaling)."""
+    if header.format == "JPEG" and header.mode in _KEEPABLE_MODES and _ends_complete(data):
+        # The common case, all in OpenCV (no GIL, no copy between libraries). Orientation is ours.
+        flags = cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION | _CV2_REDUCED[scale]
+        rgb = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+        if rgb is None:
+            raise FetchError("not_an_image", "cannot decode the JPEG data")
+        return rgb
+    try:  # everything else, and JPEGs that may be truncated (OpenCV would fill them in grey)
+        with Image.open(io.BytesIO(data)) as image:
+            if scale > 1:
+                width, height = header.stored_size
+                image.draft("RGB", (width // scale, height // scale))
+            image.load()
+            return pixels.rgb8_array(image)
+    except pixels.UnsupportedModeError as err:
+        raise FetchError("not_an_image", str(err)) from err
+    except (OSError, ValueError, SyntaxError) as err:  # truncated or corrupt pixel data
+        raise FetchError("not_an_image", f"cannot decode the image: {err}") from err
+
+
+def _ends_complete(data: bytes) -> bool:
+    """True when the JPEG ends with its end-of-image marker (some writers pad after it)."""
+    return data.rstrip(b"\0\r\n ").endswith(b"\xff\xd9")
+
+
+def check_pixels(data: bytes) -> None:
+    """Decode all of the image's data at the smallest scale, so truncated or corrupt files fail."""
     try:
         with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-    except Image.DecompressionBombError as err:
-        raise FetchError("too_many_pixels", str(err)) from err
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise FetchError("not_an_image", f"cannot identify an image: {err}") from err
-    if width * height > max_pixels:
-        raise FetchError("too_many_pixels", f"{width}x{height} = {width * height} pixels > max {max_pixels}")
-    return width, height
+            image.draft(None, (1, 1))  # a JPEG is then decoded at 1/8 scale: entropy data all read
+            image.load()
+    except (OSError, ValueError, SyntaxError) as err:
+        raise FetchError("not_an_image", f"cannot decode the image: {err}") from err
 
 
-def decode(
-    data: bytes, config: FetchConfig, resizer, original_size: tuple[int, int] | None = None
-) -> FetchedImage:
-    """Check, decode and resize downloaded bytes; ``original_size`` overrides the decoded size
-    (img2dataset outputs hold resized bytes but record the original size)."""
-    check_header(data, config.max_pixels)
-    image, image_width, image_height, width, height, error = resizer(io.BytesIO(data))
-    if error is not None:
-        reason = "not_an_image" if "decod" in error.lower() else "resize_failed"
-        raise FetchError(reason, error)
+def decode(data: bytes, config: FetchConfig, resizer: ResizePolicy, original_size=None) -> FetchedImage:
+    """Check, decode and resize downloaded bytes; ``original_size`` (stored frame) overrides the
+    decoded size (img2dataset outputs hold resized bytes but record the original size)."""
+    header = read_header(data, config)
+    width, height = header.size
+    target = resizer.target_size(width, height)
+    if target is None and resizer.stores_format(header.format) and keeps_bytes(header):
+        check_pixels(data)
+        image, (image_width, image_height) = data, (width, height)
+    else:
+        rgb = load_rgb(data, header, target)
+        image, (image_height, image_width) = resizer.encode(rgb), rgb.shape[:2]
     if original_size and all(original_size):
-        width, height = original_size
+        width, height = pixels.displayed_size(original_size, header.orientation)
     sha256 = hashlib.sha256(data).hexdigest()
     return FetchedImage(image, width, height, image_width, image_height, sha256, source=data)
 
 
+def keeps_bytes(header: Header) -> bool:
+    """True when the bytes as downloaded can be stored: plain 8-bit pixels, identity orientation."""
+    return header.mode in _KEEPABLE_MODES and header.orientation == 1
+
+
 def open_rgb(data: bytes, min_side: int | None = None) -> Image.Image:
-    """Encoded bytes -> an 8-bit RGB image in its displayed frame (EXIF orientation applied).
+    """Encoded bytes -> an 8-bit RGB image in its displayed frame (EXIF orientation applied, every
+    pixel mode converted as ``pixels.to_rgb8`` says).
 
     With ``min_side``, a JPEG is decoded at the smallest DCT scale whose shortest side is still at
     least ``min_side`` (libjpeg's reduced-size decoding), which is much faster for large photos.
+    Raises FetchError for bytes that are not a decodable image.
     """
-    with Image.open(io.BytesIO(data)) as image:
-        if min_side and image.format == "JPEG":
-            width, height = image.size
-            scale = min(width, height) / min_side
-            if scale >= 2:
-                image.draft("RGB", (max(1, round(width / scale)), max(1, round(height / scale))))
-        image = ImageOps.exif_transpose(image)
-        return image.convert("RGB")
+    header = read_header(data, _NO_LIMITS)
+    scale = dct_scale(header.stored_size, (min_side, min_side)) if min_side and header.format == "JPEG" else 1
+    rgb = decode_rgb(data, header, scale)
+    return Image.fromarray(pixels.to_displayed_frame(rgb, header.orientation))
 
 
 def decode_one(
-    data: bytes, config: FetchConfig, resizer, slots, original_size=None
+    data: bytes, config: FetchConfig, resizer: ResizePolicy, slots, original_size=None
 ) -> FetchedImage | FetchFailure:
     """``decode`` with at most ``slots`` decodes at once: one per core, the rest of the threads wait
-    on the network rather than contending for the GIL in the Resizer's Python parts."""
+    on the network rather than contending for the GIL."""
     try:
         with slots:
             return decode(data, config, resizer, original_size)

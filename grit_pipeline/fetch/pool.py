@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from grit_pipeline.fetch.config import FetchConfig
-from grit_pipeline.fetch.decode import decode_one, make_resizer
+from grit_pipeline.fetch.decode import decode_one, img2dataset_module, make_resizer
 from grit_pipeline.fetch.download import download_with_retries
 from grit_pipeline.fetch.guard import AddressPolicy, build_opener
 from grit_pipeline.fetch.results import FetchedImage, FetchError, FetchFailure
@@ -42,6 +42,8 @@ class Fetcher:
         policy = AddressPolicy(self.config.allow_private_addresses, self.config.allowed_networks)
         self._opener = build_opener(policy)
         self._resizer = make_resizer(self.config)
+        # img2dataset (its X-Robots-Tag check) takes seconds to import: now, not in the first downloads' deadline.
+        img2dataset_module("downloader")
         self._pool = ThreadPoolExecutor(self.config.thread_count, thread_name_prefix="grit-fetch")
         self._decode_slots = threading.BoundedSemaphore(max(1, len(os.sched_getaffinity(0))))
         self.max_in_flight = self.max_in_flight or 2 * self.config.thread_count
