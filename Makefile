@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP_INSTALL = $(PYTHON) -m pip install -q
 
-.PHONY: install install-dev browser example test lint
+.PHONY: install install-dev browser java job-servers example test test-runners lint
 
 install:
 	# The CPU wheel of torch first: an unpinned torch would pull a multi-GB CUDA build.
@@ -19,12 +19,27 @@ browser:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
+# Java 17 and Maven, for the Spark and Flink job servers (Debian's packages; needs root or sudo).
+java:
+	@command -v java >/dev/null && command -v mvn >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq openjdk-17-jdk-headless maven >/dev/null; }
+
+# Beam's Spark and Flink job servers, resolved from Maven Central once into ~/.cache/grit-pipeline/jars
+# (see beam_jobs/job_servers.py; `grit build --runner SparkRunner|FlinkRunner` would fetch them on first use).
+job-servers: install java
+	$(PYTHON) -m grit_pipeline.beam_jobs.job_servers spark flink
+
 # The main job: the Beam build on the local runner over the bundled example.
 example: install
 	grit build --example --detector-fallback tiny-random --mode overwrite --output grit_example_out
 
 test: install-dev browser
 	$(PYTHON) -m pytest -q
+
+# The end-to-end builds on the portable, Spark and Flink runners (a few minutes each; .ci/run runs them).
+test-runners: install-dev job-servers
+	$(PYTHON) -m pytest -q -m runners
 
 lint:
 	ruff check . && ruff format --check .
