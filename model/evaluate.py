@@ -209,6 +209,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, help="benchmark: first N queries of each split")
     parser.add_argument("--out", default=None, help="benchmark: predictions and pictures (default eval-NAME)")
     parser.add_argument("--max-new-tokens", type=int, default=GenerationConfig.max_new_tokens)
+    parser.add_argument(
+        "--device", default="auto", help="benchmark: auto (CUDA when present), cpu, cuda, cuda:N"
+    )
     parser.add_argument("--max-rows", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
@@ -222,7 +225,8 @@ def run_on_benchmark(args: argparse.Namespace) -> int:
     args.out = args.out or f"eval-{args.benchmark}"
     queries = collect_queries(args)
     model, processor, grid = load_checkpoint(args.checkpoint)
-    metrics = run_benchmark(args, queries, model, processor, grid)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    metrics = run_benchmark(args, queries, model.to(device), processor, grid)
     print(json.dumps(metrics) if args.json else table(metrics))
     return 0
 
@@ -234,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
         if args.benchmark:
             return run_on_benchmark(args)
         metrics = evaluate(args.checkpoint, args.data, args.images, args.max_rows, args.batch_size)
-    except (FileNotFoundError, ValueError, OSError, KeyError) as err:
+    except (FileNotFoundError, ValueError, OSError) as err:
         raise CommandError(str(err)) from err
     if args.json:
         print(json.dumps(asdict(metrics)))

@@ -96,9 +96,16 @@ def _pixels_of_file(path: str, size: int, mean: tuple, std: tuple) -> np.ndarray
     return to_pixel_values(render(decode_image(Path(path).read_bytes()), FULL_WINDOW, size), mean, std)
 
 
+def model_side(image_processor) -> int:
+    """The square side the vision tower takes: the crop size, else the resize target."""
+    crop = getattr(image_processor, "crop_size", None) or {}
+    size = getattr(image_processor, "size", None) or {}
+    return int(crop.get("height") or size.get("height") or size["shortest_edge"])
+
+
 def pixels(image: str | bytes, image_processor) -> np.ndarray:
     """(3, S, S) pixel values of the whole image resized to the model's square."""
-    size = int(image_processor.crop_size["height"])
+    size = model_side(image_processor)
     mean, std = tuple(image_processor.image_mean), tuple(image_processor.image_std)
     if isinstance(image, str):
         return _pixels_of_file(image, size, mean, std)

@@ -131,3 +131,16 @@ def test_eval_names_a_missing_benchmark_file_in_one_line(tmp_path, released_layo
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "instances.json" in err
+
+
+def test_a_hub_id_that_cannot_be_reached_is_one_line(flickr, capsys):
+    """The released model by hub id: offline here (HF_HUB_OFFLINE), so the error must say so in one line."""
+    args = ["eval", "--checkpoint", "microsoft/kosmos-2-patch14-224", "--benchmark", "flickr30k-entities"]
+    assert main([*args, "--data", str(flickr), "--limit", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .startswith("grit eval: error: cannot load the checkpoint microsoft/kosmos-2")
+    )

@@ -37,10 +37,13 @@ def load_refs(path: Path) -> list[dict]:
     """The refs pickle (written by Python 2; ``latin1`` reads its byte strings as text)."""
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: expected the refer toolkit's {path.name}")
-    # The refs files are data from the benchmark's authors; unpickling runs no code of theirs we
-    # did not ask for only if the file is theirs: point --data at the official download.
+    # Unpickling can run code named in the file: the format leaves no choice, so read only the
+    # benchmark's own download (the README says where it comes from).
     with path.open("rb") as handle:
-        refs = pickle.load(handle, encoding="latin1")
+        try:
+            refs = pickle.load(handle, encoding="latin1")
+        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError) as err:
+            raise ValueError(f"{path}: not a readable refs pickle ({err})") from err
     if not isinstance(refs, list):
         raise ValueError(f"{path}: expected a pickled list of refs, got {type(refs).__name__}")
     return refs
@@ -64,15 +67,24 @@ def read_split(data: str | Path, dataset: str, split: str, images: str | Path) -
     if not instances_path.exists():
         raise FileNotFoundError(f"{instances_path} not found: expected COCO's instances.json beside the refs")
     instances = json.loads(instances_path.read_text())
+    try:
+        return _expressions(load_refs(data / refs_name), instances, split, Path(images))
+    except (KeyError, TypeError) as err:
+        raise ValueError(
+            f"{data}: refs or instances.json lack the field {err} (not the refer layout?)"
+        ) from err
+
+
+def _expressions(refs: list[dict], instances: dict, split: str, images: Path) -> list[Expression]:
     image_by_id = {image["id"]: image for image in instances["images"]}
     box_by_ann = {ann["id"]: ann["bbox"] for ann in instances["annotations"]}
     expressions = []
-    for ref in load_refs(data / refs_name):
+    for ref in refs:
         if ref["split"] != split:
             continue
         image = image_by_id[ref["image_id"]]
         box = _normalised(box_by_ann[ref["ann_id"]], image)
-        path = str(Path(images) / image["file_name"])
+        path = str(images / image["file_name"])
         for sentence in ref["sentences"]:
             key = f"{ref['ref_id']}:{sentence['sent_id']}"
             expressions.append(Expression(key, path, sentence["sent"].strip(), box))
