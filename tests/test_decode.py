@@ -294,3 +294,12 @@ def test_sizes_and_pixels_match_img2dataset_resizer(size, options):
     reference = np.asarray(Image.open(io.BytesIO(theirs)).convert("RGB")).astype(float)
     mse = np.mean((stored_pixels(ours) - reference) ** 2)
     assert 10 * np.log10(255**2 / max(mse, 1e-9)) > 33  # same picture, resampled differently
+
+
+def test_img2dataset_original_size_is_turned_into_the_displayed_frame():
+    # img2dataset records the size of the stored frame (OpenCV ignores EXIF with IMREAD_UNCHANGED).
+    data = oriented_jpeg(displayed(96, 64), orientation=6)
+    config = FetchConfig()
+    result = decode(data, config, make_resizer(config), original_size=(640, 960))
+    assert (result.width, result.height) == (960, 640)
+    assert (result.image_width, result.image_height) == (96, 64)

@@ -173,7 +173,10 @@ def decode(data: bytes, config: FetchConfig, resizer: ResizePolicy, original_siz
         image, (image_width, image_height) = data, (width, height)
     else:
         rgb = load_rgb(data, header, target)
-        image, (image_height, image_width) = resizer.encode(rgb), rgb.shape[:2]
+        try:
+            image, (image_height, image_width) = resizer.encode(rgb), rgb.shape[:2]
+        except (ValueError, cv2.error) as err:  # e.g. WebP's 16383 px limit
+            raise FetchError("resize_failed", f"cannot encode the image: {err}") from err
     if original_size and all(original_size):
         width, height = pixels.displayed_size(original_size, header.orientation)
     sha256 = hashlib.sha256(data).hexdigest()

@@ -7,9 +7,13 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class FetchedImage:
-    """A decoded, resized image: encoded bytes plus original size and the hash of what was downloaded."""
+    """A decoded, resized image: encoded bytes plus original size and the hash of what was downloaded.
 
-    image: bytes
+    Every size is in the displayed frame (EXIF orientation applied), as the pixels of ``image`` are:
+    boxes normalised by ``width`` and ``height`` hold for the stored image and for ``open_rgb(source)``.
+    """
+
+    image: bytes  # 8-bit RGB (or grey JPEG kept as downloaded), no EXIF rotation
     width: int  # original size
     height: int
     image_width: int  # size of ``image``
