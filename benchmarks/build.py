@@ -74,6 +74,7 @@ def run_build(
     out = f"{tmp}/out-{rows}-{name or 'build'}"
     argv = [sys.executable, "-m", "grit_pipeline.beam_jobs.job", "--input", f"{tmp}/in-{rows}.parquet"]
     argv += ["--output", out, "--detector", "tiny-random", "--allow-network", "127.0.0.1/32"]
+    argv += ["--max-host-connections", "0", "--max-host-rate", "0"]  # one loopback host serves every URL
     argv += ["--progress-interval", "60", "--threads", str(threads), "--mode", "overwrite", *extra]
     # No OMP_NUM_THREADS: thread pools are sized by the job (--detector-threads), as for a user.
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}

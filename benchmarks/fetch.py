@@ -60,7 +60,15 @@ def bodies(sizes: list[tuple[int, int]]) -> list[tuple[tuple[int, int], bytes]]:
 
 
 def _ours_in_child(urls, threads: int, image_size: int, results) -> None:
-    config = FetchConfig(allow_private_addresses=True, thread_count=threads, image_size=image_size, retries=0)
+    # No per-host limits: every URL is on one loopback host, and img2dataset has none.
+    config = FetchConfig(
+        allow_private_addresses=True,
+        thread_count=threads,
+        image_size=image_size,
+        retries=0,
+        max_host_connections=0,
+        max_host_requests_per_s=0,
+    )
     fetcher = Fetcher(config)
     start = time.perf_counter()
     fetched = fetcher.fetch_all(enumerate(urls))
