@@ -31,17 +31,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "grit_pipeline.shards.convert",
         "convert shards to kosmos2-tsv, webdataset, hf-dataset or jsonl",
     ),
-    "synth": ("grit_pipeline.model.synth", "write a synthetic grounded corpus of coloured shapes"),
-    "train": ("grit_pipeline.model.train", "train or fine-tune Kosmos-2 on shards"),
+    "synth": ("grit_pipeline.commands.synth", "write a synthetic grounded corpus of coloured shapes"),
+    "train": ("grit_pipeline.commands.train", "train or fine-tune Kosmos-2 on shards"),
     "eval": (
-        "grit_pipeline.model.evaluate",
+        "grit_pipeline.commands.evaluate",
         "grounding accuracy of a checkpoint: held-out shards, Flickr30k Entities or RefCOCO(+/g)",
     ),
     "audit": (
         "grit_pipeline.commands.audit",
         "box precision/recall of the build's text and grounding stages against Flickr30k Entities",
     ),
-    "predict": ("grit_pipeline.model.predict", "generate a grounded caption for one image"),
+    "predict": ("grit_pipeline.commands.predict", "generate a grounded caption for one image"),
 }
 
 

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from grit_pipeline.audit import DEFAULT_THRESHOLDS
+from grit_pipeline.errors import CommandError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -133,7 +134,6 @@ def run(args: argparse.Namespace) -> int:
 
     from grit_pipeline.audit import audit
     from grit_pipeline.benchmarks.flickr30k import read_split
-    from grit_pipeline.cli import CommandError
     from grit_pipeline.grounding import DetectorConfig, DetectorUnavailableError, load_detector
     from grit_pipeline.text import PipelineNotFoundError, TextConfig, TextStage
 

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from grit_pipeline.cli import CommandError
+from grit_pipeline.errors import CommandError
 from grit_pipeline.text import (
     MAX_CAPTION_CHARS,
     CharSpan,
