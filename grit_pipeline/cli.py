@@ -15,20 +15,20 @@ from grit_pipeline.errors import CommandError
 # name -> (module, one-line help). Order is the order of `grit --help`.
 COMMANDS: dict[str, tuple[str, str]] = {
     "build": (
-        "grit_pipeline.beam_jobs.cli",
+        "grit_pipeline.commands.build",
         "run the Beam job: image-text pairs in, GRIT Parquet shards out",
     ),
     "parse": (
         "grit_pipeline.commands.parse",
         "noun chunks and referring expressions of captions (text stage)",
     ),
-    "ground": ("grit_pipeline.grounding.cli", "text stage plus grounding on one image"),
-    "inspect": ("grit_pipeline.shards.inspect", "summary statistics and plots of shards"),
-    "validate": ("grit_pipeline.shards.validate", "check shards against the schema and its invariants"),
-    "show": ("grit_pipeline.shards.show", "draw samples with their boxes: contact sheet and HTML gallery"),
-    "head": ("grit_pipeline.shards.head", "first rows as JSON lines"),
+    "ground": ("grit_pipeline.commands.ground", "text stage plus grounding on one image"),
+    "inspect": ("grit_pipeline.commands.inspect", "summary statistics and plots of shards"),
+    "validate": ("grit_pipeline.commands.validate", "check shards against the schema and its invariants"),
+    "show": ("grit_pipeline.commands.show", "draw samples with their boxes: contact sheet and HTML gallery"),
+    "head": ("grit_pipeline.commands.head", "first rows as JSON lines"),
     "convert": (
-        "grit_pipeline.shards.convert",
+        "grit_pipeline.commands.convert",
         "convert shards to kosmos2-tsv, webdataset, hf-dataset or jsonl",
     ),
     "synth": ("grit_pipeline.commands.synth", "write a synthetic grounded corpus of coloured shapes"),

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import fsspec
 from tqdm import tqdm
 
-from grit_pipeline.cli import CommandError
+from grit_pipeline.errors import CommandError
 from grit_pipeline.schemas import ShardFormatError, list_shard_files, read_parquet_metadata, read_shard
 from grit_pipeline.shards.checks import MAX_PIXELS
 from grit_pipeline.shards.guard import unreadable

@@ -7,10 +7,8 @@ cannot carry (the TSV and webdataset need image bytes) are skipped and counted b
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
-import sys
 import tarfile
 import time
 from collections import Counter
@@ -19,40 +17,18 @@ from collections.abc import Callable, Iterable, Iterator
 import numpy as np
 import pyarrow as pa
 
-from grit_pipeline.cli import CommandError
 from grit_pipeline.schemas import atomic_open
 from grit_pipeline.shards import formats
 from grit_pipeline.shards.checks import MAX_PIXELS, ImageProblem
 from grit_pipeline.shards.common import (
-    add_max_pixels_argument,
-    add_path_argument,
     iter_tables,
     output_names,
     prepare_output_dir,
-    resolve_files,
     table_rows,
 )
 from grit_pipeline.shards.guard import Problem, ProblemLog
 
 FORMATS = ("kosmos2-tsv", "webdataset", "hf-dataset", "jsonl")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_path_argument(parser)
-    parser.add_argument("--to", required=True, choices=FORMATS, help="the output format")
-    parser.add_argument(
-        "--out", required=True, metavar="DIR", help="output folder, new or empty (any fsspec URL)"
-    )
-    parser.add_argument(
-        "--overwrite", action="store_true", help="write into a folder that already holds files"
-    )
-    parser.add_argument(
-        "--include-images",
-        action="store_true",
-        help="jsonl: embed image bytes as base64 (default: size only)",
-    )
-    add_max_pixels_argument(parser)
-    parser.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
 
 
 def _converted(rows: Iterable[tuple[int, dict]], convert: Callable, skipped: Counter, reject) -> Iterator:
@@ -134,24 +110,3 @@ def convert_files(
         write = _write_tar if to == "webdataset" else _write_text
         written += write(fs, f"{root}/{names[shard]}", items)
     return written, skipped
-
-
-def run(args: argparse.Namespace) -> int:
-    files = resolve_files(args.path)
-    prepare_output_dir(args.out, args.overwrite)  # refuse a non-empty folder before any work
-    log = ProblemLog(args.path)
-    if args.to == "hf-dataset":
-        from grit_pipeline.shards.hf_export import save_hf_dataset
-
-        written, skipped = save_hf_dataset(files, args.out, args.quiet, log, args.max_pixels), Counter()
-    else:
-        written, skipped = convert_files(
-            files, args.to, args.out, args.include_images, args.quiet, log, args.max_pixels
-        )
-    detail = ", ".join(f"{n} {reason}" for reason, n in skipped.most_common())
-    summary = f"{written:,} rows written to {args.out} ({args.to})"
-    print(summary + (f"; skipped {detail}" if detail else ""), file=sys.stderr)
-    log.finish()
-    if written == 0:
-        raise CommandError(f"nothing converted: every row was skipped ({detail})")
-    return 0

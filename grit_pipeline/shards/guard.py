@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from grit_pipeline.cli import CommandError
+from grit_pipeline.errors import CommandError
 from grit_pipeline.schemas import ShardFormatError
 from grit_pipeline.shards.checks import basic_problems, image_header_problems
 from grit_pipeline.shards.prefilter import suspect_rows

@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
-from grit_pipeline.cli import CommandError
-from grit_pipeline.shards.common import add_path_argument, emit, iter_tables, resolve_files
+from grit_pipeline.errors import CommandError
+from grit_pipeline.shards.common import iter_tables, resolve_files
 from grit_pipeline.shards.guard import ProblemLog
 from grit_pipeline.shards.sidecars import find_sidecars, provenance_groups, read_manifests, rejects_summary
 from grit_pipeline.shards.stats import ShardStats
 
 # Columns read for the statistics and the row guard: everything but the image bytes themselves is small.
 COLUMNS = ["key", "caption", "noun_chunks", "ref_exps", "grounded_caption", "image", "width", "height"]
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_path_argument(parser)
-    parser.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
-    parser.add_argument("--plots", metavar="DIR", help="also write PNG histograms into DIR (a local folder)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
 
 
 def collect(path: str, quiet: bool = True, log: ProblemLog | None = None) -> tuple[dict, ShardStats]:
@@ -119,15 +111,3 @@ def format_table(report: dict) -> str:
         )
         lines.append(f"  {group['shards']} shard(s): {text}")
     return "\n".join(lines)
-
-
-def run(args: argparse.Namespace) -> int:
-    log = ProblemLog(args.path)
-    report, stats = collect(args.path, quiet=args.quiet, log=log)
-    if args.plots:
-        from grit_pipeline.shards.plots import write_plots
-
-        report["plots"] = write_plots(stats, args.plots)
-    emit(json.dumps(report, indent=2) if args.json else format_table(report))
-    log.finish()
-    return 0

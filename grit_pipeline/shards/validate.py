@@ -6,8 +6,6 @@ Exit status 0 when every shard is valid, 1 when a problem was found (each printe
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Iterator
 from itertools import chain
 
@@ -18,28 +16,12 @@ import pyarrow.compute as pc
 from grit_pipeline.schemas import ShardFormatError, column_type_problems, read_parquet_schema, read_shard
 from grit_pipeline.shards.checks import MAX_PIXELS, REQUIRED_COLUMNS, row_problems, schema_problems
 from grit_pipeline.shards.common import (
-    add_max_pixels_argument,
-    add_path_argument,
     count_rows,
-    emit,
     progress,
     resolve_files,
 )
 from grit_pipeline.shards.guard import BATCH_ROWS, Problem
 from grit_pipeline.shards.prefilter import rows_to_visit
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_path_argument(parser)
-    parser.add_argument(
-        "--max-errors",
-        type=int,
-        default=100,
-        metavar="N",
-        help="stop after N problems (default 100; 0 means report every problem)",
-    )
-    add_max_pixels_argument(parser)
-    parser.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
 
 
 def shard_problems(
@@ -122,23 +104,3 @@ def validate(
         if max_errors and len(problems) >= max_errors:
             break
     return problems, len(files), rows[0]
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.max_errors < 0:
-        from grit_pipeline.cli import CommandError
-
-        raise CommandError(f"--max-errors must be 0 (no limit) or more, got {args.max_errors}")
-    problems, shards, rows = validate(
-        args.path, args.max_errors, quiet=args.quiet, max_pixels=args.max_pixels
-    )
-    for problem in problems:
-        if not emit(str(problem)):
-            return 1
-    if not problems:
-        emit(f"valid: {rows:,} rows in {shards} shard(s)")
-        return 0
-    stopped = args.max_errors and len(problems) >= args.max_errors
-    tail = f" (stopped at --max-errors {args.max_errors}; there may be more)" if stopped else ""
-    print(f"invalid: {len(problems)} problem(s) in {shards} shard(s){tail}", file=sys.stderr)
-    return 1

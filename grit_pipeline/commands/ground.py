@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from grit_pipeline.cli import CommandError
+from grit_pipeline.errors import CommandError
 from grit_pipeline.grounding.base import GroundingResult
 from grit_pipeline.grounding.config import BACKENDS, DEFAULT_DETECTOR, TINY_DETECTOR, DetectorConfig
 

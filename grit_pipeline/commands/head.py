@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from grit_pipeline.cli import CommandError
+from grit_pipeline.errors import CommandError
 from grit_pipeline.shards.common import (
     add_path_argument,
     emit,
