@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 FILL_RGB = (128, 128, 128)
+RESTORED_JPEG_QUALITY = 95
 WHITE_MIN = 235  # darkest grey level JPEG (quality 95) leaves in img2dataset's white (255) padding  # what img2dataset's centre crop cut away: unknown, drawn mid-grey
 WHOLE_PICTURE_MODES = ("keep_ratio", "keep_ratio_largest", "no")
 
@@ -98,8 +99,12 @@ def padding_is_white(image: Image.Image, content: tuple[int, int, int, int]) -> 
 
 
 def restore_frame(data: bytes, plan: Restore) -> bytes | None:
-    """The stored image's bytes in the original frame (PNG, lossless; the fetch stage encodes once more);
-    None when a ``border`` plan finds no white border where the padding should be."""
+    """The stored image's bytes in the original frame, or None when a ``border`` plan finds no white
+    border where the padding should be.
+
+    Encoded as JPEG at quality 95 (the fetch stage's default): that is the one lossy encode, since
+    the fetch stage keeps JPEG bytes it need not resize, and rows stay light through the shuffles.
+    """
     if plan.crop is None and plan.canvas is None:
         return data
     with Image.open(io.BytesIO(data)) as image:
@@ -113,7 +118,7 @@ def restore_frame(data: bytes, plan: Restore) -> bytes | None:
             canvas.paste(image, plan.offset)
             image = canvas
     out = io.BytesIO()
-    image.save(out, "PNG")
+    image.save(out, "JPEG", quality=RESTORED_JPEG_QUALITY)
     return out.getvalue()
 
 
