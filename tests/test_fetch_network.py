@@ -343,12 +343,14 @@ def test_retry_after_beyond_the_rows_total_time_is_not_waited_for(server):
     assert server.hits("/retry-after-budget") == 1
 
 
-def test_retry_after_pauses_the_whole_host(server):
-    busy = server.add("/busy", answer(429, b"", (("Retry-After", "1"),)))
-    other = server.add("/other-on-same-host.jpg", answer())
-    results = fetch([busy, other], retries=0, thread_count=1)
+@pytest.mark.parametrize("limits", [{}, {"max_host_connections": 0, "max_host_requests_per_s": 0}])
+def test_retry_after_pauses_the_whole_host(server, limits):
+    busy = server.add(f"/busy-{len(limits)}", answer(429, b"", (("Retry-After", "1"),)))
+    other = server.add(f"/other-on-same-host-{len(limits)}.jpg", answer())
+    results = fetch([busy, other], retries=0, thread_count=1, **limits)
     assert results[0].reason == "http_429" and isinstance(results[1], FetchedImage)
-    assert server.starts["/other-on-same-host.jpg"][0] - server.starts["/busy"][0] >= 0.9
+    starts = server.starts[f"/busy-{len(limits)}"] + server.starts[f"/other-on-same-host-{len(limits)}.jpg"]
+    assert starts[1] - starts[0] >= 0.9
 
 
 @pytest.mark.parametrize(
