@@ -29,7 +29,7 @@ from grit_pipeline.fetch import (
     FetchFailure,
     is_public_address,
 )
-from grit_pipeline.fetch.politeness import retry_after_s
+from grit_pipeline.fetch.politeness import HostLimiter, retry_after_s
 from grit_pipeline.fetch.urls import ParsedUrl, parse_url
 
 LOOPBACK_ONLY = ("127.0.0.1/32",)
@@ -394,3 +394,11 @@ def test_requests_per_second_per_host_are_limited(server):
     assert starts[-1] - starts[0] >= (15 - rate) / rate * 0.9
     most_in_one_second = max(sum(1 for t in starts if s <= t < s + 1.0) for s in starts)
     assert most_in_one_second <= 2 * rate + 1
+
+
+def test_idle_hosts_are_forgotten_so_memory_stays_bounded():
+    limiter = HostLimiter(max_connections=1, requests_per_s=0)
+    for i in range(25_000):
+        with limiter.slot(f"host-{i}.example"):  # no connection is made: only the slot is taken
+            pass
+    assert len(limiter._hosts) <= 10_000
