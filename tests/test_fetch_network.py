@@ -29,7 +29,7 @@ from grit_pipeline.fetch import (
     FetchFailure,
     is_public_address,
 )
-from grit_pipeline.fetch.politeness import retry_after_s
+from grit_pipeline.fetch.politeness import HostLimiter, retry_after_s
 from grit_pipeline.fetch.urls import ParsedUrl, parse_url
 
 LOOPBACK_ONLY = ("127.0.0.1/32",)
@@ -343,12 +343,14 @@ def test_retry_after_beyond_the_rows_total_time_is_not_waited_for(server):
     assert server.hits("/retry-after-budget") == 1
 
 
-def test_retry_after_pauses_the_whole_host(server):
-    busy = server.add("/busy", answer(429, b"", (("Retry-After", "1"),)))
-    other = server.add("/other-on-same-host.jpg", answer())
-    results = fetch([busy, other], retries=0, thread_count=1)
+@pytest.mark.parametrize("limits", [{}, {"max_host_connections": 0, "max_host_requests_per_s": 0}])
+def test_retry_after_pauses_the_whole_host(server, limits):
+    busy = server.add(f"/busy-{len(limits)}", answer(429, b"", (("Retry-After", "1"),)))
+    other = server.add(f"/other-on-same-host-{len(limits)}.jpg", answer())
+    results = fetch([busy, other], retries=0, thread_count=1, **limits)
     assert results[0].reason == "http_429" and isinstance(results[1], FetchedImage)
-    assert server.starts["/other-on-same-host.jpg"][0] - server.starts["/busy"][0] >= 0.9
+    starts = server.starts[f"/busy-{len(limits)}"] + server.starts[f"/other-on-same-host-{len(limits)}.jpg"]
+    assert starts[1] - starts[0] >= 0.9
 
 
 @pytest.mark.parametrize(
@@ -392,3 +394,11 @@ def test_requests_per_second_per_host_are_limited(server):
     assert starts[-1] - starts[0] >= (15 - rate) / rate * 0.9
     most_in_one_second = max(sum(1 for t in starts if s <= t < s + 1.0) for s in starts)
     assert most_in_one_second <= 2 * rate + 1
+
+
+def test_idle_hosts_are_forgotten_so_memory_stays_bounded():
+    limiter = HostLimiter(max_connections=1, requests_per_s=0)
+    for i in range(25_000):
+        with limiter.slot(f"host-{i}.example"):  # no connection is made: only the slot is taken
+            pass
+    assert len(limiter._hosts) <= 10_000

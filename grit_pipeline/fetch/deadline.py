@@ -3,8 +3,9 @@
 A socket timeout alone bounds each operation, not their sum: a server sending one byte every
 half second never trips it. ``DeadlineSocket`` wraps a connected socket (plain or TLS) and sets
 the timeout of every read and write to the time left, so connecting, sending the request, the
-status line, the headers and the body all end together at the deadline. Name resolution is the
-one step it cannot bound (``getaddrinfo`` takes no timeout; the system resolver's own applies).
+status line, the headers and the body all end together at the deadline. Two steps come before
+the wrapping: name resolution (``getaddrinfo`` takes no timeout; the system resolver's own applies)
+and a TLS handshake (each of its reads gets the time left when the connection started).
 """
 
 from __future__ import annotations

@@ -40,7 +40,10 @@ class HostLimiter:
 
     @contextlib.contextmanager
     def slot(self, host: str) -> Iterator[None]:
-        if not self.max_connections and not self.interval_s:
+        if not self.max_connections and not self.interval_s:  # no limits: only a Retry-After pause
+            paused = self._hosts.get(host)  # a lock-free read; pause() writes under the lock
+            if paused is not None and (wait_s := paused.next_s - time.monotonic()) > 0:
+                time.sleep(wait_s)
             yield
             return
         state, start_s = self._acquire(host)
