@@ -30,8 +30,8 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from grit_pipeline.model.examples import IGNORE_INDEX, Example, SkipRow, TextConfig, make_example
 from grit_pipeline.schemas.reader import list_shard_files, read_shard
+from grit_pipeline.schemas.shard import IMAGE_COLUMNS, image_bytes
 
-IMAGE_COLUMNS = ("image", "jpg", "png", "webp")  # ours, then img2dataset's parquet output columns
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 
@@ -123,7 +123,7 @@ class ShardRows:
 
     def get(self, shard: int, row: int) -> dict:
         record = self._table(shard).slice(row, 1).to_pylist()[0]
-        data = next((record.get(c) for c in IMAGE_COLUMNS if record.get(c)), None)
+        data = image_bytes(record)
         if data is None and self._folder is not None:
             data = self._folder.get(str(record["key"]))
         record["image"] = data

@@ -23,13 +23,13 @@ import numpy as np
 import torch
 
 from grit_pipeline.assemble import select_grounding_spans
-from grit_pipeline.locations import NUM_PATCHES_PER_SIDE, Box, patch_token
+from grit_pipeline.locations import NUM_PATCHES_PER_SIDE, patch_token
 from grit_pipeline.model.checkpoint import load_training_config, resolve_checkpoint
-from grit_pipeline.model.data import IMAGE_COLUMNS, ImageFolder, collate
+from grit_pipeline.model.data import ImageFolder, collate
 from grit_pipeline.model.examples import IGNORE_INDEX, SkipRow, TextConfig, make_example
 from grit_pipeline.model.referring import GenerationConfig, Query, answer, best_iou
 from grit_pipeline.schemas.reader import list_shard_files, read_shard
-from grit_pipeline.schemas.shard import spans_from_column
+from grit_pipeline.schemas.shard import group_by_span, image_bytes, spans_from_column
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def iter_records(data: str, images: str | None = None, limit: int | None = None)
         table = table.slice(0, int(min(remaining, table.num_rows)))  # convert only the rows used
         remaining -= table.num_rows
         for row in table.to_pylist():
-            data_bytes = next((row.get(c) for c in IMAGE_COLUMNS if row.get(c)), None)
+            data_bytes = image_bytes(row)
             if data_bytes is None and folder is not None:
                 data_bytes = folder.get(str(row["key"]))
             yield {**row, "image": data_bytes}
@@ -92,12 +92,10 @@ def referring_items(records, text: TextConfig) -> list[Query]:
         if not row.get("image"):
             continue
         spans = select_grounding_spans(spans_from_column(row.get(text.spans_column)), text.min_score)
-        boxes: dict[tuple[int, int], list[Box]] = defaultdict(list)
-        for span in spans:
-            boxes[(span.start, span.end)].append(span.box)
-        for (start, end), span_boxes in boxes.items():
+        for (start, end), group in group_by_span(spans).items():
             key = f"{row.get('key')}:{start}-{end}"
-            items.append(Query(key, row["image"], "", row["caption"][start:end], tuple(span_boxes)))
+            boxes = tuple(span.box for span in group)
+            items.append(Query(key, row["image"], "", row["caption"][start:end], boxes))
     return items
 
 

@@ -11,7 +11,6 @@ grounded with probability ``p_grounded``, else as the plain caption. The sequenc
 from __future__ import annotations
 
 import random
-from collections import defaultdict
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -19,7 +18,7 @@ import numpy as np
 from grit_pipeline.assemble import select_grounding_spans
 from grit_pipeline.locations import render_grounded_caption
 from grit_pipeline.model.images import decode_image, render, to_pixel_values, window_for
-from grit_pipeline.schemas.shard import GroundedSpan, spans_from_column
+from grit_pipeline.schemas.shard import GroundedSpan, group_by_span, spans_from_column
 
 IGNORE_INDEX = -100  # positions without loss, as transformers' cross-entropy expects
 
@@ -81,10 +80,8 @@ def form_text(row: dict, window, config: TextConfig, rng: random.Random) -> str:
         raise SkipRow("caption holds '<' or '>', which would read as Kosmos-2 tags")
     if rng.random() >= config.p_grounded:
         return caption
-    boxes_by_span: dict[tuple[int, int], list] = defaultdict(list)
-    for span in select_grounding_spans(visible_spans(row.get(config.spans_column), window, config.min_score)):
-        boxes_by_span[(span.start, span.end)].append(span.box)
-    spans = [(start, end, boxes) for (start, end), boxes in boxes_by_span.items()]
+    kept = select_grounding_spans(visible_spans(row.get(config.spans_column), window, config.min_score))
+    spans = [(start, end, [s.box for s in group]) for (start, end), group in group_by_span(kept).items()]
     if not spans:  # nothing survived threshold and crop: the caption is still a plain example
         return caption
     return render_grounded_caption(caption, spans, config.location_grid)

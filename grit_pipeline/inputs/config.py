@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from grit_pipeline.schemas.shard import IMAGE_COLUMNS  # noqa: F401  (re-exported: the image columns read)
+
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".parquet")
 COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst")
-IMAGE_COLUMNS = ("jpg", "png", "webp", "jpeg", "image")
+
 # Input columns that are shard columns too (GRIT-20M metadata), passed through with their shard type.
 SHARD_PASSTHROUGH = {"id": int, "clip_similarity_vitb32": float, "clip_similarity_vitl14": float}
 INPUT_FORMATS = ("auto", "table", "img2dataset")

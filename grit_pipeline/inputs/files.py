@@ -20,12 +20,12 @@ import pyarrow.parquet as pq
 
 from grit_pipeline.inputs.config import (
     COMPRESSION_SUFFIXES,
-    IMAGE_COLUMNS,
     SHARD_PASSTHROUGH,
     TABLE_SUFFIXES,
     InputConfig,
     InputError,
 )
+from grit_pipeline.schemas.shard import image_column
 
 CHECK_THREADS = 16  # files checked at once (remote stores answer each open in tens of ms)
 # Exceptions that mean "this file is not what its name says" (not gzip, not Parquet, truncated).
@@ -82,10 +82,6 @@ def key_prefixes(files: list[str]) -> dict[str, str]:
         f: s if stems.count(s) == 1 else f"{s}-{hashlib.sha1(f.encode()).hexdigest()[:8]}"
         for f, s in zip(files, stems)
     }
-
-
-def image_column(names: list[str]) -> str | None:
-    return next((c for c in IMAGE_COLUMNS if c in names), None)
 
 
 def parquet_schema(path: str) -> pa.Schema:

@@ -23,12 +23,12 @@ from grit_pipeline.inputs.files import (
     UNREADABLE,
     column_problem,
     file_format,
-    image_column,
     stem,
     suffix,
 )
 from grit_pipeline.inputs.rows import Where, bad_row, to_row
 from grit_pipeline.schemas.reader import read_parquet
+from grit_pipeline.schemas.shard import image_column
 
 # Python's csv module refuses fields over 131,072 characters by raising mid-file. Long fields are
 # judged per row instead (InputConfig.max_field_chars), so the reader's own limit is lifted.

@@ -20,10 +20,10 @@ from grit_pipeline.inputs.config import (
     InputConfig,
     InputRow,
 )
-from grit_pipeline.inputs.files import image_column
 from grit_pipeline.inputs.frames import plan_restore, restore_frame, stored_size
 from grit_pipeline.inputs.image_files import image_root, read_image_file
 from grit_pipeline.schemas.rejects import as_text
+from grit_pipeline.schemas.shard import image_column
 
 Problem = tuple[str, str]  # (reason, error)
 
