@@ -261,7 +261,7 @@ def worker_threads(args) -> int:
     0 (torch's default) for remote runners, whose machines we cannot see from here."""
     if args.detector_threads is not None:
         if args.detector_threads < 1:
-            raise BuildError(f"--detector-threads must be >= 1, got {args.detector_threads}")
+            raise ValueError(f"--detector-threads must be >= 1, got {args.detector_threads}")
         return args.detector_threads
     from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 

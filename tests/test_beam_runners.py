@@ -143,10 +143,12 @@ def test_option_defaults_are_the_dataclasses(tmp_path):
     from grit_pipeline.text import TextConfig
 
     config = build_config(parse(["--input", "x.csv", "--output", str(tmp_path)]))
-    reference = BuildConfig(inputs=("x.csv",), output=str(tmp_path))
+    # Only the torch pool is sized here, from the cores and local workers (worker_threads).
+    cores = os.cpu_count() or 1
+    reference = BuildConfig(inputs=("x.csv",), output=str(tmp_path), detector=DetectorConfig(threads=cores))
     assert config == reference
     assert (config.input, config.fetch, config.text) == (InputConfig(), FetchConfig(), TextConfig())
-    assert config.detector == DetectorConfig() and config.detector_fallback is None
+    assert config.detector == DetectorConfig(threads=cores) and config.detector_fallback is None
 
 
 def test_example_offline_names_the_smoke_option_then_runs_with_it(tmp_path, capsys):
