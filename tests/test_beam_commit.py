@@ -223,3 +223,32 @@ def test_the_manifest_records_seconds_per_stage_and_grounding_speed(tmp_path):
     assert set(timings["stage_busy_s"]) >= {"read", "parse", "fetch", "ground", "assemble", "write"}
     assert timings["stage_rows"]["ground"] == 5
     assert timings["ground_images_per_s"] == pytest.approx(5 / timings["stage_busy_s"]["ground"], rel=0.01)
+
+
+class FailingWritesFileSystem(MemoryFileSystem):
+    """An in-memory file system on which every Parquet write fails, as a full or read-only disk would."""
+
+    protocol = ("failingwrites",)
+
+    @classmethod
+    def _strip_protocol(cls, path):
+        return super()._strip_protocol(path.removeprefix("failingwrites://"))
+
+    def _open(self, path, mode="rb", **kwargs):
+        if "w" in mode and ".parquet" in path:
+            raise OSError(28, "No space left on device", path)
+        return super()._open(path, mode, **kwargs)
+
+
+fsspec.register_implementation("failingwrites", FailingWritesFileSystem, clobber=True)
+
+
+def test_a_failed_job_exits_1_commits_nothing_and_releases_the_lock(tmp_path, capsys):
+    argv = ["--example", "--output", "failingwrites://broken", "--detector", "tiny-random"]
+    assert run(argv) == 1
+    err = capsys.readouterr().err
+    assert "the job failed, nothing was committed (its inputs stay unfinished)" in err
+    assert "No space left on device" in err
+    fs = fsspec.filesystem("failingwrites")
+    assert load_manifest("failingwrites://broken") is None and not fs.exists(f"/broken/{LOCK}")
+    fs.rm("/broken", recursive=True)

@@ -1,0 +1,116 @@
+"""Wall time of `grit build` on each runner: the bundled example and a loopback build of N rows.
+
+Runners: the local runner in process and with ``multi_processing`` (2 workers), the portable
+runner (Beam's embedded job service, SDK workers from a worker pool process), Spark ``local[2]``
+and Flink ``[local]`` (their job servers from ``make job-servers``). Each build runs as its own
+`grit build` process with the tiny random detector; "command s" is the whole process (imports,
+job server start), "run s" the manifest's wall time from the run's start to its commit.
+
+The last line is the slowest runner's command time over the in-process local runner's on the
+N-row build (no target: it says what a portable runner costs on one machine).
+
+    python benchmarks/runners.py                               # example + 200 rows, every runner
+    python benchmarks/runners.py --rows 50 --runners local portable
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from build import CAPTIONS, serve  # the loopback server and captions of the build benchmark
+
+RUNNERS = {
+    "local": [],
+    "multi_processing": ["--direct_running_mode", "multi_processing", "--direct_num_workers", "2"],
+    "portable": ["--runner", "PortableRunner", "--job_endpoint", "embed", "--environment_type", "EXTERNAL"],
+    "spark": ["--runner", "SparkRunner", "--spark_master_url", "local[2]"],
+    "flink": ["--runner", "FlinkRunner", "--flink_master", "[local]"],
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_pool() -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
+    pool = subprocess.Popen(
+        [sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main", f"--service_port={port}"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(3)
+    return pool, f"localhost:{port}"
+
+
+def build(what: list[str], runner: list[str], out: str) -> dict:
+    argv = [sys.executable, "-m", "grit_pipeline.beam_jobs.job", *what, "--output", out]
+    argv += ["--detector", "tiny-random", "--allow-network", "127.0.0.1/32", "--progress-interval", "60"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "OMP_NUM_THREADS": "1"}
+    start = time.perf_counter()
+    done = subprocess.run([*argv, *runner], env=env, capture_output=True, text=True, check=False)
+    command_s = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"grit build failed ({' '.join(runner)}): {done.stderr[-3000:]}")
+    manifest = json.loads(Path(out, "manifest.json").read_text())
+    return {"command_s": command_s, "run_s": manifest["timings"]["wall_s"], "counts": manifest["counts"]}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=200)
+    parser.add_argument("--runners", nargs="+", choices=sorted(RUNNERS), default=list(RUNNERS))
+    args = parser.parse_args(argv)
+    ports, stop = multiprocessing.Queue(), multiprocessing.Event()
+    server = multiprocessing.Process(target=serve, args=(args.rows, ports, stop), daemon=True)
+    server.start()
+    port = ports.get(timeout=120)
+    pool, endpoint = start_pool()
+    results = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            urls = [f"http://127.0.0.1:{port}/img/{i}.jpg" for i in range(args.rows)]
+            captions = [CAPTIONS[i % len(CAPTIONS)] for i in range(args.rows)]
+            pq.write_table(pa.table({"url": urls, "caption": captions}), f"{tmp}/in.parquet")
+            inputs = {"example": ["--example"], f"{args.rows} rows": ["--input", f"{tmp}/in.parquet"]}
+            for name in args.runners:
+                runner = RUNNERS[name] + (["--environment_config", endpoint] if name == "portable" else [])
+                for label, what in inputs.items():
+                    result = build(what, runner, f"{tmp}/{name}-{label.replace(' ', '-')}")
+                    results.append((name, label, result))
+                    print(f"  {name:<17} {label:<9} {result['command_s']:7.1f} s", file=sys.stderr)
+    finally:
+        pool.terminate()
+        stop.set()
+        server.join(timeout=10)
+    print(f"{'runner':<17} {'input':<9} {'command s':>9} {'run s':>7} {'rows':>5} {'accepted':>8}")
+    for name, label, r in results:
+        print(
+            f"{name:<17} {label:<9} {r['command_s']:>9.1f} {r['run_s']:>7.1f} {r['counts']['input']:>5}"
+            f" {r['counts']['accepted']:>8}"
+        )
+    big = {name: r["command_s"] for name, label, r in results if label != "example"}
+    slowest = max(big, key=big.get)
+    base = big.get("local", min(big.values()))
+    print(f"RESULT runners_slowest_vs_local {big[slowest] / base:.2f} ({slowest}; no target)")
+
+
+if __name__ == "__main__":
+    main()
