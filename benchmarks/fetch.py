@@ -1,6 +1,6 @@
 """Fetch stage throughput and stored-image quality: our ``Fetcher`` vs. img2dataset, same URLs.
 
-A loopback HTTP server (tests/http_server.py, in a process of its own) serves N distinct-path JPEGs
+A loopback HTTP server (asyncio, in a process of its own) serves N distinct-path JPEGs
 with photo-like content (``photo_jpeg``: gradients, shapes, thin lines, noise, about 1.5 bits per
 pixel), in rotation over web-photo sizes (640 x 480, 1024 x 768 and 1600 x 1200 by default), so
 both sides decode, resize to 256 on the shortest side and re-encode at quality 95. Both sides get
@@ -27,6 +27,7 @@ sides pay a full-size decode; at 1024 x 768 and above ours decodes at 1/2 or 1/4
 from __future__ import annotations
 
 import argparse
+import asyncio
 import glob
 import io
 import json
@@ -45,7 +46,7 @@ import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from http_server import LoopbackServer, Route, photo_jpeg
+from http_server import photo_jpeg
 from PIL import Image
 
 from grit_pipeline.fetch import FetchConfig, FetchedImage, Fetcher, decode, make_resizer
@@ -105,13 +106,36 @@ def run_img2dataset(url_file: str, threads: int, count: int, image_size: int) ->
 
 
 def serve(count: int, sizes: list[tuple[int, int]], ports, stop) -> None:
-    """The loopback server in its own process, so it does not share a GIL with either side."""
+    """A lean loopback server in its own process (asyncio, prepared answers), so that its CPU time,
+    which a remote web server would spend elsewhere, takes as little as it can of the two cores
+    both sides share; tests/http_server.py's threaded server spends more per request than the
+    fetcher under test."""
     served = [data for _, data in bodies(sizes)]
-    with LoopbackServer() as server:
-        for i in range(count):
-            server.add(f"/img/{i}.jpg", Route(served[i % len(served)]))
-        ports.put(server.port)
-        stop.wait()
+    heads = [b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nConnection: close\r\n" for _ in served]
+    heads = [head + f"Content-Length: {len(body)}\r\n\r\n".encode() for head, body in zip(heads, served)]
+    routes = {f"/img/{i}.jpg".encode(): i % len(served) for i in range(count)}
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await reader.readuntil(b"\r\n\r\n")
+            index = routes.get(request.split(b" ", 2)[1])
+            if index is None:
+                writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            else:
+                writer.writelines((heads[index], served[index]))
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the client gave up (its timeout); nothing to answer
+        finally:
+            writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(answer, "127.0.0.1", 0, backlog=1024)
+        ports.put(server.sockets[0].getsockname()[1])
+        await asyncio.get_running_loop().run_in_executor(None, stop.wait)
+        server.close()
+
+    asyncio.run(main())
 
 
 def psnr_db(a: np.ndarray, b: np.ndarray) -> float:

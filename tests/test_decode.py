@@ -123,6 +123,9 @@ EXACT_CASES = {
 def test_every_mode_is_stored_as_its_reference_rgb(case):
     data, reference = EXACT_CASES[case]()
     result = decoded(data, **LOSSLESS)
+    with Image.open(io.BytesIO(result.image)) as stored:
+        assert stored.mode == "RGB" and stored.info.get("transparency") is None  # 8-bit RGB, nothing else
+        assert b"IHDR" in result.image[:16] and result.image[24] == 8  # 8 bits per sample in the PNG
     pixels = stored_pixels(result)
     assert pixels.shape == reference.shape
     assert np.abs(pixels - reference).max() <= 1, case

@@ -184,8 +184,9 @@ def decode(data: bytes, config: FetchConfig, resizer: ResizePolicy, original_siz
 
 
 def keeps_bytes(header: Header) -> bool:
-    """True when the bytes as downloaded can be stored: plain 8-bit pixels, identity orientation."""
-    return header.mode in _KEEPABLE_MODES and header.orientation == 1
+    """True when the bytes as downloaded can be stored: a JPEG (never more than 8 bits a sample,
+    unlike a PNG whose mode may say RGB for 16-bit samples) in grey or RGB, identity orientation."""
+    return header.format == "JPEG" and header.mode in _KEEPABLE_MODES and header.orientation == 1
 
 
 def open_rgb(data: bytes, min_side: int | None = None) -> Image.Image:
