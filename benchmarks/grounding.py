@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--image-side", type=int, default=800, help="processor's shortest edge (real: 800)")
     parser.add_argument("--max-side", type=int, default=1333, help="processor's longest edge (real: 1333)")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per batch; the fastest counts")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per batch; the fastest counts")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--preprocess-images", type=int, default=20, help="images for the preprocessing part")
