@@ -33,7 +33,7 @@ from grit_pipeline.model.evaluate import (
     location_token_ids,
     referring_items,
 )
-from grit_pipeline.model.examples import TextConfig
+from grit_pipeline.model.examples import ExampleConfig
 from grit_pipeline.model.synth import SynthConfig, write_synth
 from grit_pipeline.model.train import TrainConfig, train
 
@@ -60,7 +60,7 @@ def evaluate_point(out: str, heldout: str) -> dict:
     from grit_pipeline.model.evaluate import iter_records
 
     model, processor, grid = load_checkpoint(out)
-    text = TextConfig(p_grounded=1.0, image_mode="square", location_grid=grid)
+    text = ExampleConfig(p_grounded=1.0, image_mode="square", location_grid=grid)
     records = list(iter_records(heldout))
     accuracy = grounding_accuracy(model, processor, referring_items(records, text), grid)
     batches = eval_batches(records, processor, model.config.latent_query_num, text, 64)

@@ -23,7 +23,7 @@ from itertools import islice
 import torch
 
 from grit_pipeline.model.data import ShardBatches, StreamConfig, make_loader
-from grit_pipeline.model.examples import TextConfig
+from grit_pipeline.model.examples import ExampleConfig
 from grit_pipeline.model.presets import build_model, get_preset
 from grit_pipeline.model.processor import processor_from_corpus
 from grit_pipeline.model.synth import SynthConfig, write_synth
@@ -60,7 +60,7 @@ def measure(
     write_synth(data, rows, seed=0, config=synth, rows_per_shard=max(rows // 4, 1))
     processor = processor_from_corpus(data, preset.image_size, preset.tokenizer_vocab, 10_000)
     model = build_model(preset, processor).train()
-    text = TextConfig(location_grid=preset.location_grid)
+    text = ExampleConfig(location_grid=preset.location_grid)
 
     def loader(num_workers: int):
         stream = StreamConfig(data, batch_size=batch_size, num_workers=num_workers, shuffle_buffer=256)

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from grit_pipeline.model.examples import IGNORE_INDEX, Example, SkipRow, TextConfig, make_example
+from grit_pipeline.model.examples import IGNORE_INDEX, Example, ExampleConfig, SkipRow, make_example
 from grit_pipeline.schemas.reader import list_shard_files, read_shard
 from grit_pipeline.schemas.shard import IMAGE_COLUMNS, image_bytes
 
@@ -150,7 +150,7 @@ class ShardBatches(IterableDataset):
     """Batches (dicts of tensors) in the deterministic stream order, starting at ``start_batch``."""
 
     def __init__(
-        self, stream: StreamConfig, text: TextConfig, processor, num_slots: int, start_batch: int = 0
+        self, stream: StreamConfig, text: ExampleConfig, processor, num_slots: int, start_batch: int = 0
     ):
         self.stream, self.text, self.processor, self.num_slots = stream, text, processor, num_slots
         self.start_batch = start_batch

@@ -26,7 +26,7 @@ from grit_pipeline.assemble import select_grounding_spans
 from grit_pipeline.locations import NUM_PATCHES_PER_SIDE, patch_token
 from grit_pipeline.model.checkpoint import load_training_config, resolve_checkpoint
 from grit_pipeline.model.data import ImageFolder, collate
-from grit_pipeline.model.examples import IGNORE_INDEX, SkipRow, TextConfig, make_example
+from grit_pipeline.model.examples import IGNORE_INDEX, ExampleConfig, SkipRow, make_example
 from grit_pipeline.model.referring import GenerationConfig, Query, answer, best_iou
 from grit_pipeline.schemas.reader import list_shard_files, read_shard
 from grit_pipeline.schemas.shard import group_by_span, image_bytes, spans_from_column
@@ -85,7 +85,7 @@ def iter_records(data: str, images: str | None = None, limit: int | None = None)
             yield {**row, "image": data_bytes}
 
 
-def referring_items(records, text: TextConfig) -> list[Query]:
+def referring_items(records, text: ExampleConfig) -> list[Query]:
     """Every grounded expression (after threshold and containment) of ``records``, as a query."""
     items = []
     for row in records:
@@ -157,7 +157,7 @@ def lm_metrics(model, batches: list[dict], location_ids: torch.Tensor) -> dict:
     }
 
 
-def eval_batches(records, processor, num_slots: int, text: TextConfig, batch_size: int) -> list[dict]:
+def eval_batches(records, processor, num_slots: int, text: ExampleConfig, batch_size: int) -> list[dict]:
     """Grounded-text batches (square images) of ``records``, deterministic."""
     rng, examples = random.Random(0), []
     for row in records:
@@ -172,7 +172,7 @@ def eval_batches(records, processor, num_slots: int, text: TextConfig, batch_siz
 def evaluate(checkpoint: str, data: str, images: str | None, max_rows: int, batch_size: int) -> Metrics:
     model, processor, grid = load_checkpoint(checkpoint)
     saved = load_training_config(resolve_checkpoint(checkpoint))
-    text = TextConfig(
+    text = ExampleConfig(
         p_grounded=1.0,
         spans_column=saved.get("spans_column", "ref_exps"),
         min_score=saved.get("min_score", 0.65),

@@ -24,7 +24,7 @@ IGNORE_INDEX = -100  # positions without loss, as transformers' cross-entropy ex
 
 
 @dataclass(frozen=True)
-class TextConfig:
+class ExampleConfig:
     """How training text is formed from a row."""
 
     p_grounded: float = 0.5  # the original: each caption grounded with probability 0.5, else plain
@@ -73,7 +73,7 @@ def visible_spans(column, window, min_score: float) -> list[GroundedSpan]:
     return visible
 
 
-def form_text(row: dict, window, config: TextConfig, rng: random.Random) -> str:
+def form_text(row: dict, window, config: ExampleConfig, rng: random.Random) -> str:
     """The training text of a row: grounded (with location tokens) or the plain caption."""
     caption = row["caption"]
     if "<" in caption or ">" in caption:
@@ -115,7 +115,7 @@ def make_labels(input_ids: list[int], num_slots: int) -> list[int]:
     return [IGNORE_INDEX] * prompt + list(input_ids[prompt:])
 
 
-def make_example(row: dict, processor, config: TextConfig, num_slots: int, rng: random.Random) -> Example:
+def make_example(row: dict, processor, config: ExampleConfig, num_slots: int, rng: random.Random) -> Example:
     """The example of one shard row; raises SkipRow when the row cannot be used."""
     data = row.get("image")
     if not data:

@@ -113,7 +113,7 @@ def get_preset(name: str) -> ModelPreset:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from err
 
 
-def build_config(preset: ModelPreset, tokenizer) -> Kosmos2Config:
+def kosmos2_config(preset: ModelPreset, tokenizer) -> Kosmos2Config:
     """The transformers config of ``preset`` for a processor's ``tokenizer``."""
     if len(tokenizer) <= preset.latent_queries + 4:
         # The processor writes image slots as ids 4 .. 4 + latent_queries - 1; they must be real ids.
@@ -172,7 +172,7 @@ def init_location_embeddings(model: Kosmos2ForConditionalGeneration, tokenizer, 
 def build_model(preset: ModelPreset, processor, seed: int = 0) -> Kosmos2ForConditionalGeneration:
     """A freshly initialised model of ``preset``, reproducible from ``seed``."""
     torch.manual_seed(seed)
-    model = Kosmos2ForConditionalGeneration(build_config(preset, processor.tokenizer))
+    model = Kosmos2ForConditionalGeneration(kosmos2_config(preset, processor.tokenizer))
     init_image_projection(model, preset.image_projection_std)
     if preset.factorised_location_init:
         init_location_embeddings(model, processor.tokenizer, preset.location_grid)

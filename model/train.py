@@ -29,7 +29,7 @@ from grit_pipeline.model.checkpoint import (
 )
 from grit_pipeline.model.data import ShardBatches, StreamConfig, make_loader, require_usable_row
 from grit_pipeline.model.distributed import Dist, init_distributed, wrap
-from grit_pipeline.model.examples import TextConfig
+from grit_pipeline.model.examples import ExampleConfig
 from grit_pipeline.model.monitor import Monitor
 from grit_pipeline.model.presets import build_model, get_preset
 
@@ -69,8 +69,8 @@ class TrainConfig:
     max_length: int = 256
     bf16: bool = True  # autocast on CUDA only; CPU runs in float32
 
-    def text_config(self, grid: int) -> TextConfig:
-        return TextConfig(
+    def text_config(self, grid: int) -> ExampleConfig:
+        return ExampleConfig(
             p_grounded=self.p_grounded,
             spans_column=self.spans_column,
             min_score=self.min_score,

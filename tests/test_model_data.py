@@ -19,7 +19,7 @@ from grit_pipeline.locations import Box, patch_token
 from grit_pipeline.model.data import ShardBatches, StreamConfig, collate
 from grit_pipeline.model.examples import (
     IGNORE_INDEX,
-    TextConfig,
+    ExampleConfig,
     encode_text,
     form_text,
     make_example,
@@ -159,7 +159,7 @@ def test_pixel_values_match_the_processor_on_a_square_image(processor):
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     row = {"image": buffer.getvalue(), "caption": "a blue square", "ref_exps": []}
-    example = make_example(row, processor, TextConfig(image_mode="square"), NUM_SLOTS, random.Random(0))
+    example = make_example(row, processor, ExampleConfig(image_mode="square"), NUM_SLOTS, random.Random(0))
     reference = processor.image_processor(image, return_tensors="np")["pixel_values"][0]
     np.testing.assert_allclose(example.pixel_values, reference, atol=1e-5)
 
@@ -175,15 +175,15 @@ def test_text_uses_kept_expressions_above_threshold_and_drops_cropped_boxes():
         ],
     }
     window = centre_window(200, 100)
-    grounded = form_text(row, window, TextConfig(p_grounded=1.0, location_grid=32), random.Random(0))
+    grounded = form_text(row, window, ExampleConfig(p_grounded=1.0, location_grid=32), random.Random(0))
     assert grounded == (
         "<grounding>a red circle to the left of <phrase>a blue square</phrase>"
         # (0.4, 0.1, 0.6, 0.9) in the crop x in [0.25, 0.75] is (0.3, 0.1, 0.7, 0.9): cells 9+3*32, 22+28*32
         "<object><patch_index_0105><patch_index_0918></object>"
     )
-    assert form_text(row, window, TextConfig(p_grounded=0.0), random.Random(0)) == caption
+    assert form_text(row, window, ExampleConfig(p_grounded=0.0), random.Random(0)) == caption
     shares = [
-        form_text(row, window, TextConfig(p_grounded=0.5), random.Random(i)) == caption for i in range(400)
+        form_text(row, window, ExampleConfig(p_grounded=0.5), random.Random(i)) == caption for i in range(400)
     ]
     assert 0.4 < np.mean(shares) < 0.6
 
@@ -193,7 +193,7 @@ def test_batches_are_padded_dicts_of_exactly_the_model_arguments(corpus, process
 
     dataset = ShardBatches(
         StreamConfig(str(corpus), batch_size=8, shuffle_buffer=16),
-        TextConfig(location_grid=8),
+        ExampleConfig(location_grid=8),
         processor,
         NUM_SLOTS,
     )
@@ -219,7 +219,9 @@ def test_batches_are_padded_dicts_of_exactly_the_model_arguments(corpus, process
 def test_stream_resumes_at_any_batch_and_cycles_epochs(corpus, processor):
     def stream(start):
         config = StreamConfig(str(corpus), batch_size=7, shuffle_buffer=10, seed=5)
-        dataset = ShardBatches(config, TextConfig(location_grid=8), processor, NUM_SLOTS, start_batch=start)
+        dataset = ShardBatches(
+            config, ExampleConfig(location_grid=8), processor, NUM_SLOTS, start_batch=start
+        )
         return iter(dataset)
 
     full = stream(0)
@@ -235,7 +237,9 @@ def test_worker_processes_deliver_the_same_batches_in_the_same_order(corpus, pro
 
     def first(workers: int, start: int, count: int):
         config = StreamConfig(str(corpus), batch_size=5, shuffle_buffer=8, seed=2, num_workers=workers)
-        loader = make_loader(ShardBatches(config, TextConfig(location_grid=8), processor, NUM_SLOTS, start))
+        loader = make_loader(
+            ShardBatches(config, ExampleConfig(location_grid=8), processor, NUM_SLOTS, start)
+        )
         return [(index, batch["input_ids"]) for index, batch, _ in itertools.islice(loader, count)]
 
     single, pooled = first(0, 0, 7), first(2, 3, 4)  # two workers, resumed at batch 3
@@ -261,16 +265,18 @@ def test_grit20m_style_shards_read_images_from_an_img2dataset_folder(tmp_path, p
     )
     pq.write_table(table, tmp_path / "grit.parquet")
     config = StreamConfig(str(tmp_path / "grit.parquet"), images=str(tmp_path / "images"), batch_size=4)
-    _, batch, skipped = next(iter(ShardBatches(config, TextConfig(location_grid=8), processor, NUM_SLOTS)))
+    _, batch, skipped = next(iter(ShardBatches(config, ExampleConfig(location_grid=8), processor, NUM_SLOTS)))
     assert skipped == {} and batch["pixel_values"].shape == (4, 3, 32, 32)
     without = StreamConfig(str(tmp_path / "grit.parquet"), batch_size=4)
-    _, batch, skipped = next(iter(ShardBatches(without, TextConfig(location_grid=8), processor, NUM_SLOTS)))
+    _, batch, skipped = next(
+        iter(ShardBatches(without, ExampleConfig(location_grid=8), processor, NUM_SLOTS))
+    )
     assert batch is None and skipped == {"row has no image bytes": 4}
 
 
 def test_collate_rejects_nothing_and_keeps_order(processor):
     examples = [
-        make_example(row, processor, TextConfig(location_grid=8), NUM_SLOTS, random.Random(0))
+        make_example(row, processor, ExampleConfig(location_grid=8), NUM_SLOTS, random.Random(0))
         for row in iter_synth_rows(3, 2, SynthConfig(image_size=32))
     ]
     batch = collate(examples, processor.tokenizer.pad_token_id)

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from grit_pipeline.locations import Box
-from grit_pipeline.model.examples import TextConfig, form_text
+from grit_pipeline.model.examples import ExampleConfig, form_text
 from grit_pipeline.model.images import centre_window
 from grit_pipeline.model.referring import GenerationConfig, Query, best_iou, box_of_phrase, score
 
@@ -22,7 +22,7 @@ def test_containment_is_applied_after_the_crop():
             [28, 41, 0.4, 0.1, 0.6, 0.9, 0.9],  # contained in it, inside the crop
         ],
     }
-    grounded = form_text(row, centre_window(200, 100), TextConfig(p_grounded=1.0), random.Random(0))
+    grounded = form_text(row, centre_window(200, 100), ExampleConfig(p_grounded=1.0), random.Random(0))
     # (0.4, 0.1, 0.6, 0.9) in the crop x in [0.25, 0.75] is (0.3, 0.1, 0.7, 0.9): cells 9+3*32, 22+28*32
     assert grounded == (
         "<grounding>a red circle to the left of <phrase>a blue square</phrase>"
@@ -31,7 +31,7 @@ def test_containment_is_applied_after_the_crop():
     # Control: with the container visible, the contained expression is still dropped.
     row["ref_exps"][0] = [0, 41, 0.3, 0.1, 0.7, 0.9, 0.9]
     assert "<phrase>a red circle to the left of a blue square</phrase>" in form_text(
-        row, centre_window(200, 100), TextConfig(p_grounded=1.0), random.Random(0)
+        row, centre_window(200, 100), ExampleConfig(p_grounded=1.0), random.Random(0)
     )
 
 

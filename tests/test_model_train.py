@@ -12,7 +12,7 @@ from PIL import Image
 
 from grit_pipeline.cli import main
 from grit_pipeline.model.checkpoint import load_training_config, resolve_checkpoint
-from grit_pipeline.model.presets import PRESETS, build_config
+from grit_pipeline.model.presets import PRESETS, kosmos2_config
 from grit_pipeline.model.synth import SynthConfig, write_synth
 from grit_pipeline.model.train import TrainConfig, lr_factor, train
 
@@ -124,7 +124,7 @@ def test_presets_build_the_paper_shape():
         def __len__(self):
             return 65037
 
-    config = build_config(PRESETS["kosmos-2"], Tok())
+    config = kosmos2_config(PRESETS["kosmos-2"], Tok())
     assert (config.text_config.embed_dim, config.text_config.layers, config.text_config.ffn_dim) == (
         2048,
         24,
