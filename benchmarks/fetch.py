@@ -49,7 +49,7 @@ import pyarrow.parquet as pq
 from http_server import photo_jpeg
 from PIL import Image
 
-from grit_pipeline.fetch import FetchConfig, FetchedImage, Fetcher, decode, make_resizer
+from grit_pipeline.fetch import FetchConfig, FetchedImage, Fetcher, decode_image, make_resizer
 from grit_pipeline.fetch.decode import img2dataset_module
 
 DISTINCT_IMAGES = 48  # served round-robin under distinct paths, sizes in rotation
@@ -151,7 +151,7 @@ def quality(sizes: list[tuple[int, int]], image_size: int) -> dict[tuple[int, in
     theirs = img2dataset_module("resizer").Resizer(image_size, "keep_ratio", True, skip_reencode=True)
     scores: dict[tuple[int, int], dict[str, list[float]]] = {}
     for size, data in bodies(sizes):
-        ours = decode(data, config, ours_policy)
+        ours = decode_image(data, config, ours_policy)
         their_bytes = theirs(io.BytesIO(data))[0]
         ours_rgb, their_rgb = (
             np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in (ours.image, their_bytes)

@@ -1,7 +1,7 @@
 """The corpus builder's own quality against human boxes: the text and grounding stages on Flickr30k Entities.
 
 Every sentence of the split goes through exactly what `grit build` runs on a row: the fetch
-stage's ``decode`` (check, resize, re-encode), ``TextStage.parse`` (the GRIT text rules) and the
+stage's ``decode_image`` (check, resize, re-encode), ``TextStage.parse`` (the GRIT text rules) and the
 detector's ``ground`` on the parsed noun chunks (the Beam job's GroundingModelHandler makes the same
 calls). Measured against the human phrases that have boxes:
 

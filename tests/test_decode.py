@@ -10,7 +10,15 @@ import pytest
 from http_server import LoopbackServer, Route, jpeg_bytes, png_bytes
 from PIL import Image, ImageOps
 
-from grit_pipeline.fetch import FetchConfig, FetchedImage, Fetcher, FetchError, decode, make_resizer, open_rgb
+from grit_pipeline.fetch import (
+    FetchConfig,
+    FetchedImage,
+    Fetcher,
+    FetchError,
+    decode_image,
+    make_resizer,
+    open_rgb,
+)
 from grit_pipeline.fetch.decode import img2dataset_module
 
 LOSSLESS = {"encode_format": "png", "encode_quality": 1, "resize_mode": "no"}
@@ -18,7 +26,7 @@ LOSSLESS = {"encode_format": "png", "encode_quality": 1, "resize_mode": "no"}
 
 def decoded(data: bytes, **options) -> FetchedImage:
     config = FetchConfig(**options)
-    return decode(data, config, make_resizer(config))
+    return decode_image(data, config, make_resizer(config))
 
 
 def stored_pixels(result: FetchedImage) -> np.ndarray:
@@ -303,6 +311,6 @@ def test_img2dataset_original_size_is_turned_into_the_displayed_frame():
     # img2dataset records the size of the stored frame (OpenCV ignores EXIF with IMREAD_UNCHANGED).
     data = oriented_jpeg(displayed(96, 64), orientation=6)
     config = FetchConfig()
-    result = decode(data, config, make_resizer(config), original_size=(640, 960))
+    result = decode_image(data, config, make_resizer(config), original_size=(640, 960))
     assert (result.width, result.height) == (960, 640)
     assert (result.image_width, result.image_height) == (96, 64)

@@ -56,13 +56,13 @@ def build_image_loader():
     """sentence -> the PIL image `grit build` grounds: the fetch stage's decode of the file's bytes."""
     from PIL import Image
 
-    from grit_pipeline.fetch import FetchConfig, decode, make_resizer
+    from grit_pipeline.fetch import FetchConfig, decode_image, make_resizer
 
     config = FetchConfig()
     resizer = make_resizer(config)
 
     def load(sentence):
-        fetched = decode(Path(sentence.image_path).read_bytes(), config, resizer)
+        fetched = decode_image(Path(sentence.image_path).read_bytes(), config, resizer)
         return Image.open(io.BytesIO(fetched.image)).convert("RGB")
 
     return load

@@ -24,7 +24,7 @@ orientation), ``resize`` (sizes, resampling, encoding), ``pool`` (the ``Fetcher`
 """
 
 from grit_pipeline.fetch.config import BOX_SAFE_RESIZE_MODES, TRANSIENT_REASONS, FetchConfig
-from grit_pipeline.fetch.decode import check_header, decode, decode_one, make_resizer, open_rgb
+from grit_pipeline.fetch.decode import check_header, decode_image, decode_one, make_resizer, open_rgb
 from grit_pipeline.fetch.download import download, download_with_retries
 from grit_pipeline.fetch.guard import AddressPolicy, PrivateAddressError, build_opener, is_public_address
 from grit_pipeline.fetch.pool import Fetcher, fetch_one
@@ -42,7 +42,7 @@ __all__ = [
     "PrivateAddressError",
     "build_opener",
     "check_header",
-    "decode",
+    "decode_image",
     "decode_one",
     "download",
     "download_with_retries",

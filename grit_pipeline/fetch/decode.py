@@ -162,7 +162,7 @@ def check_pixels(data: bytes) -> None:
         raise FetchError("not_an_image", f"cannot decode the image: {err}") from err
 
 
-def decode(data: bytes, config: FetchConfig, resizer: ResizePolicy, original_size=None) -> FetchedImage:
+def decode_image(data: bytes, config: FetchConfig, resizer: ResizePolicy, original_size=None) -> FetchedImage:
     """Check, decode and resize downloaded bytes; ``original_size`` (stored frame) overrides the
     decoded size (img2dataset outputs hold resized bytes but record the original size)."""
     header = read_header(data, config)
@@ -210,6 +210,6 @@ def decode_one(
     on the network rather than contending for the GIL."""
     try:
         with slots:
-            return decode(data, config, resizer, original_size)
+            return decode_image(data, config, resizer, original_size)
     except FetchError as err:
         return err.failure
