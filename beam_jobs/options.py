@@ -3,6 +3,10 @@
 Beam's options (``--runner``, ``--direct_running_mode``, ``--project``, ...) are declared on the
 same parser, copied from every ``PipelineOptions`` class, so a typo in either kind is an error
 rather than being passed on and ignored. They are recorded as given and parsed by Beam itself.
+
+``build_config(args)`` is the one boundary between the command line and the job: it resolves
+``--example`` and ``--retry-rejects`` and returns a complete ``BuildConfig``; nothing after it
+reads the argparse Namespace. Option defaults are the dataclasses' own values.
 """
 
 from __future__ import annotations

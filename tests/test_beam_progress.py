@@ -1,0 +1,33 @@
+"""Progress: worker processes log their own lines; the launcher's job-wide line from Beam's counters."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+from grit_pipeline.beam_jobs.progress import metrics_line
+
+
+def test_metrics_line_counts_rows_by_stage_and_reason():
+    counts = {"read": 10, "accepted": 6, "rejected/fetch/http_404": 3, "rejected/parse/no_noun_chunk": 1}
+    line = metrics_line(counts, elapsed_s=2.0)
+    assert line == (
+        "job: 10 rows read, 10 done (6 accepted, 4 rejected: fetch/http_404 3, parse/no_noun_chunk 1), 5.0 rows/s"
+    )
+
+
+def test_worker_processes_log_progress_of_their_own(tmp_path):
+    """With multi_processing the stages run in worker processes: their lines carry their own pids."""
+    argv = [sys.executable, "-m", "grit_pipeline.beam_jobs.job", "--example", "--output", str(tmp_path / "o")]
+    argv += ["--detector", "tiny-random", "--progress-interval", "0.2"]
+    argv += ["--direct_running_mode", "multi_processing", "--direct_num_workers", "2"]
+    launcher = subprocess.Popen(
+        argv, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
+    _, err = launcher.communicate(timeout=900)
+    assert launcher.returncode == 0, err[-3000:]
+    pids = {int(p) for p in re.findall(r"grit build: progress \(pid (\d+)\)", err)}
+    assert pids and launcher.pid not in pids  # the lines come from the workers
+    assert "grit build: job: 5 rows read, 5 done (5 accepted, 0 rejected)" in err
