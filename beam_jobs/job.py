@@ -10,7 +10,6 @@ failed (nothing committed, inputs unfinished), 2 a user error (one line).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import threading
 import time
@@ -294,6 +293,5 @@ def run(argv: list[str] | None = None, *, test_pipeline=None) -> int:
         return 2
 
 
-if __name__ == "__main__":
-    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+if __name__ == "__main__":  # img2dataset is imported through fetch.decode.img2dataset_module, which quiets it
     sys.exit(run())
