@@ -82,6 +82,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--direct_running_mode multi_processing --direct_num_workers 4, --project, --region, "
         "--temp_location, --setup_file, --flink_master, --spark_master_url); see the README's runner recipes."
     )
+    _add_input_options(parser)
+    _add_grounding_options(parser)
+    _add_text_options(parser)
+    _add_fetch_options(parser)
+    add_beam_options(parser)
+
+
+def _add_input_options(parser: argparse.ArgumentParser) -> None:
+    """Inputs, output, run modes and bookkeeping."""
     where = parser.add_argument_group("input and output")
     where.add_argument(
         "--input",
@@ -158,6 +167,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="take OUTPUT's lock although another run holds it (only when that run is known to be dead)",
     )
 
+
+def _add_grounding_options(parser: argparse.ArgumentParser) -> None:
+    """The detector, its thresholds and batching."""
     det = parser.add_argument_group("grounding")
     det.add_argument(
         "--detector",
@@ -204,10 +216,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="torch threads per worker process (default: the cores divided by the local workers)",
     )
 
+
+def _add_text_options(parser: argparse.ArgumentParser) -> None:
+    """The text stage."""
     text = parser.add_argument_group("text")
     text.add_argument("--spacy-model", default=TextConfig.spacy_model, help="installed pipeline name or path")
     text.add_argument("--max-caption-chars", type=int, default=TextConfig.max_caption_chars)
 
+
+def _add_fetch_options(parser: argparse.ArgumentParser) -> None:
+    """Downloads, their guards and the stored image."""
     fetch = parser.add_argument_group("download")
     fetch.add_argument("--timeout", type=float, default=FetchConfig.timeout_s, metavar="S")
     fetch.add_argument("--retries", type=int, default=FetchConfig.retries)
@@ -240,7 +258,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     fetch.add_argument("--image-size", type=int, default=FetchConfig.image_size)
     fetch.add_argument("--resize-mode", choices=BOX_SAFE_RESIZE_MODES, default=FetchConfig.resize_mode)
     fetch.add_argument("--encode-quality", type=int, default=FetchConfig.encode_quality)
-    add_beam_options(parser)
 
 
 def detector_config(args, model: str) -> DetectorConfig:
