@@ -33,11 +33,11 @@ from grit_pipeline.beam_jobs.output_dir import (
     read_json,
     write_json,
 )
-from grit_pipeline.beam_jobs.records import FileRead, StagedFile, StageTime
+from grit_pipeline.beam_jobs.records import BatchStats, FileRead, StagedFile, StageTime, run_batch_figures
 from grit_pipeline.schemas import PROVENANCE_KEY, REJECTS_SCHEMA, write_table
 from grit_pipeline.schemas.reader import read_parquet
 
-ITEM_TYPES = {cls.__name__: cls for cls in (FileRead, StagedFile, StageTime)}
+ITEM_TYPES = {cls.__name__: cls for cls in (FileRead, StagedFile, StageTime, BatchStats)}
 
 
 class CommitError(RuntimeError):
@@ -178,6 +178,7 @@ def _timings(plan: RunPlan, counts: Mapping, items: list, finished_at: float) ->
         "stage_rows": {k: v for k, v in sorted(rows.items()) if v},
         # Images through the detector per second of its busy time (one worker's view of its speed).
         "ground_images_per_s": round(rows["ground"] / ground_s, 3) if ground_s > 0 else None,
+        "ground_batches": run_batch_figures(items),  # images, batches, mean batch, fill, shapes
     }
 
 

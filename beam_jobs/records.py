@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from grit_pipeline.fetch import FetchedImage
+from grit_pipeline.grounding.batching import batch_figures
 from grit_pipeline.inputs import InputRow
 from grit_pipeline.schemas import reject_row
 from grit_pipeline.text import ParsedCaption
@@ -60,3 +61,22 @@ class StagedFile:
     path: str
     rows: int
     by_reason: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    """What one worker's detector ran during one bundle: images, batches, the shapes of the batches."""
+
+    images: int
+    batches: int
+    shapes: tuple[tuple[int, int], ...]  # (height, width); a list of lists once read from sealed.json
+    batch_size: int  # the configured --detector-batch-size
+
+
+def run_batch_figures(items) -> dict:
+    """The run's batch figures over every ``BatchStats`` in ``items`` (zeros when nothing was grounded)."""
+    stats = [i for i in items if isinstance(i, BatchStats)]
+    shapes = {tuple(shape) for s in stats for shape in s.shapes}
+    batch_size = max((s.batch_size for s in stats), default=0)
+    images, batches = sum(s.images for s in stats), sum(s.batches for s in stats)
+    return batch_figures(images, batches, len(shapes), batch_size)

@@ -41,9 +41,9 @@ def mixed_requests():
     return [GroundingRequest(noise_image(i, size), CAPTION, SPANS) for i, size in enumerate(sizes)]
 
 
-@pytest.mark.parametrize("size_multiple", [1, 32])
-def test_a_mixed_size_batch_gives_each_image_the_boxes_it_gets_alone(tiny_dir, size_multiple):
-    detector = detector_for(tiny_dir, batch_size=8, size_multiple=size_multiple)
+@pytest.mark.parametrize("max_stretch", [0.0, 0.03])
+def test_a_mixed_size_batch_gives_each_image_the_boxes_it_gets_alone(tiny_dir, max_stretch):
+    detector = detector_for(tiny_dir, batch_size=8, max_stretch=max_stretch)
     batch = mixed_requests()
     together = flat(detector.ground(batch))
     alone = [flat(detector.ground([request]))[0] for request in batch]
@@ -55,7 +55,7 @@ def test_a_mixed_size_batch_gives_each_image_the_boxes_it_gets_alone(tiny_dir, s
 
 
 def test_prepared_pixels_match_the_transformers_image_processor(tiny_dir):
-    detector = detector_for(tiny_dir, size_multiple=1)
+    detector = detector_for(tiny_dir, max_stretch=0.0)
     processor = detector.processor.image_processor
     for image in (noise_image(0, (333, 250)), noise_image(1, (90, 400))):
         want = processor(image, return_tensors="pt")["pixel_values"]
@@ -69,24 +69,26 @@ def test_prepared_pixels_match_the_transformers_image_processor(tiny_dir):
         assert (got - want).abs().mean() < 0.05 * level
 
 
-def test_processed_sides_round_to_the_bucket_step():
-    spec = ImageSpec(shortest_edge=800, longest_edge=1333, size_multiple=32)
-    assert spec.target_shape(640, 480) == (800, 1056)  # the processor's 800 x 1066, long side rounded
+def test_images_get_canonical_shapes_and_common_ratios_the_processors_size():
+    spec = ImageSpec(shortest_edge=800, longest_edge=1333)
+    assert spec.target_shape(640, 480) == (800, 1067)  # the processor's 800 x 1066.7, rounded
     assert spec.target_shape(1000, 1000) == (800, 800)
-    assert spec.target_shape(4000, 1000) == (320, 1344)  # long side capped at 1333, then rounded
-    assert ImageSpec(size_multiple=1).target_shape(640, 480) == (800, 1066)
+    assert spec.target_shape(1920, 1080) == (750, 1333)  # 16:9: the processor's own size
+    assert spec.target_shape(1600, 1000) == spec.target_shape(1610, 1000)  # one shape for both
+    assert ImageSpec(max_stretch=0).target_shape(640, 480) == (800, 1066)
 
 
-def test_a_degenerate_image_size_is_a_clear_error():
+@pytest.mark.parametrize("max_stretch", [0.0, 0.03])
+def test_a_degenerate_image_size_is_a_clear_error(max_stretch):
     with pytest.raises(ValueError, match=r"4000x1 image resizes to 1333x0"):
-        ImageSpec(size_multiple=1).target_shape(4000, 1)
+        ImageSpec(max_stretch=max_stretch).target_shape(4000, 1)
 
 
 def test_jpeg_bytes_decode_at_reduced_scale_to_the_same_shape():
     buffer = io.BytesIO()
     noise_image(3, (1700, 1000)).save(buffer, format="JPEG")
     spec = ImageSpec(shortest_edge=200, longest_edge=400)
-    assert prepare_bytes(buffer.getvalue(), spec).shape == spec.target_shape(1700, 1000) == (192, 352)
+    assert prepare_bytes(buffer.getvalue(), spec).shape == spec.target_shape(1700, 1000) == (200, 336)
 
 
 class FakeClock:
@@ -119,8 +121,20 @@ def test_shape_buckets_bound_what_they_hold_and_how_long():
     assert timed.flush() == [[2]]
 
 
+def test_when_too_much_is_held_the_oldest_rows_bucket_leaves_not_the_fullest():
+    buckets = ShapeBuckets(batch_size=4, max_held=4)
+    for key, item in [("rare", 1), ("common", 2), ("common", 3), ("common", 4)]:
+        assert buckets.add(key, item) == []
+    assert buckets.add("common", 5) == [[2, 3, 4, 5]]  # full: leaves as usual
+    for key, item in [("common", 6), ("common", 7), ("other", 8)]:
+        assert buckets.add(key, item) == []
+    # Five held: the rare row has waited longest, so its bucket goes, not the fuller "common".
+    assert buckets.add("other", 9) == [[1]]
+    assert buckets.held == 4
+
+
 def test_an_image_that_makes_the_detector_raise_costs_only_itself(tiny_dir):
-    detector = detector_for(tiny_dir, batch_size=8, size_multiple=1)
+    detector = detector_for(tiny_dir, batch_size=8, max_stretch=0.0)
     good = mixed_requests()[:3]
     # A 4000x1 image: the processed height would be 0 pixels, so grounding it raises.
     bad = GroundingRequest(Image.new("RGB", (4000, 1)), CAPTION, SPANS)

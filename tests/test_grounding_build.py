@@ -119,7 +119,7 @@ def test_an_image_that_makes_the_detector_raise_is_one_reject_with_the_error(nlp
     good = [make_row(f"good-{i}", CAPTIONS[i], noise_jpeg(i, SIZES[i]), SIZES[i], text) for i in range(3)]
     # A 4000x1 PNG: the detector's processed height is 0 pixels, so grounding it raises.
     bad = make_row("bad", CAPTIONS[0], png_bytes((4000, 1)), (4000, 1), text)
-    config = DetectorConfig(model=TINY_DETECTOR, box_threshold=0.0, batch_size=8, size_multiple=1)
+    config = DetectorConfig(model=TINY_DETECTOR, box_threshold=0.0, batch_size=8, max_stretch=0.0)
     with test_pipeline.TestPipeline() as pipeline:
         out = (
             pipeline | beam.Create([good[0], bad, *good[1:]]) | GroundAndAssemble(config, store_images=False)

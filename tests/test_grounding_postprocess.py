@@ -10,28 +10,29 @@ from grit_pipeline.locations import Box
 
 
 def reference_select(scores, boxes, box_threshold, nms_iou, min_side):
-    """Spec order, written plainly: every (span, box) pair, NMS first, then threshold."""
+    """Spec order, written plainly: every (span, box) pair, NMS first, then threshold; scores and
+    IoUs compared at 4 decimals, ties by (span, query)."""
     clipped = [Box(*[min(max(v, 0.0), 1.0) for v in b]) for b in boxes.tolist()]
     pairs = [
-        (float(scores[s, q]), s, q)
+        (round(float(scores[s, q]) * 10_000), s, q)
         for s in range(scores.shape[0])
         for q in range(scores.shape[1])
         if clipped[q].x_max - clipped[q].x_min >= min_side and clipped[q].y_max - clipped[q].y_min >= min_side
     ]
-    pairs.sort(key=lambda p: -p[0])
+    pairs.sort(key=lambda p: (-p[0], p[1], p[2]))
     kept = []
     for score, s, q in pairs:
-        if all(clipped[q].iou(clipped[kq]) <= nms_iou for _, _, kq in kept):
+        if all(round(clipped[q].iou(clipped[kq]) * 10_000) <= round(nms_iou * 10_000) for _, _, kq in kept):
             kept.append((score, s, q))
     out = [[] for _ in range(scores.shape[0])]
     for score, s, q in kept:
-        if score > box_threshold:
-            out[s].append((round(score, 6), clipped[q].as_tuple()))
+        if score > round(box_threshold * 10_000):
+            out[s].append((score / 10_000, clipped[q].as_tuple()))
     return out
 
 
 def as_plain(selected):
-    return [[(round(sb.score, 6), sb.box.as_tuple()) for sb in span] for span in selected]
+    return [[(sb.score, sb.box.as_tuple()) for sb in span] for span in selected]
 
 
 def test_span_score_is_the_mean_over_the_span_tokens():
@@ -105,3 +106,31 @@ def test_select_boxes_matches_the_plain_reference_on_random_cases(nms_iou):
         got = select_boxes(scores, boxes, box_threshold=0.4, nms_iou=nms_iou, min_box_side=0.01)
         expected = reference_select(scores, boxes, 0.4, nms_iou, 0.01)
         assert as_plain(got) == [[(s, pytest.approx(b)) for s, b in span] for span in expected]
+
+
+def test_scores_apart_by_float_noise_give_the_same_boxes_whichever_is_larger():
+    # Two overlapping boxes that two spans score about equally (0.7 +- 1e-7, the noise seen between
+    # batch sizes): whichever way the noise falls, the same box survives NMS and keeps its span.
+    boxes = torch.tensor([[0.1, 0.1, 0.5, 0.5], [0.11, 0.1, 0.5, 0.5], [0.6, 0.6, 0.9, 0.9]])
+    outcomes = set()
+    for noise in (1e-7, -1e-7, 0.0):
+        scores = torch.tensor([[0.7 + noise, 0.2, 0.1], [0.2, 0.7 - noise, 0.1]], dtype=torch.float64)
+        selected = select_boxes(scores, boxes, box_threshold=0.5, nms_iou=0.5, min_box_side=1e-4)
+        outcomes.add(tuple(tuple((sb.score, sb.box.as_tuple()) for sb in span) for span in selected))
+    assert len(outcomes) == 1
+    [(first, second)] = outcomes
+    assert [score for score, _ in first] == [0.7] and second == ()  # box 0 (span 0), score rounded
+
+
+def test_a_query_box_scored_equally_by_two_spans_goes_to_the_lower_span():
+    boxes = torch.tensor([[0.1, 0.1, 0.5, 0.5]])
+    for noise in (1e-7, -1e-7):
+        scores = torch.tensor([[0.8], [0.8 + noise]], dtype=torch.float64)
+        selected = select_boxes(scores, boxes, box_threshold=0.5, nms_iou=0.5, min_box_side=1e-4)
+        assert [len(span) for span in selected] == [1, 0]
+
+
+def test_nms_ties_keep_the_earlier_index():
+    boxes = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.0, 0.0, 0.5, 0.5]])
+    assert nms(boxes, torch.tensor([0.6, 0.6 + 1e-7], dtype=torch.float64), 0.5).tolist() == [0]
+    assert nms(boxes, torch.tensor([0.6 + 1e-7, 0.6], dtype=torch.float64), 0.5).tolist() == [0]

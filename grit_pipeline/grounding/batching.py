@@ -3,7 +3,13 @@
 ``ShapeBuckets`` is what makes a build's boxes independent of which rows share a batch: a batch is
 only ever formed from one bucket (one processed shape, so nothing is padded). A bucket leaves as a
 batch when it is full, when its oldest item has waited ``max_wait_s``, when more than ``max_held``
-items are held in all (the fullest bucket goes first, which bounds memory), or on ``flush()``.
+items are held in all (the bucket holding the oldest item goes first, which bounds memory), or on
+``flush()``. Oldest first, not fullest first: a shape that is rare in the stream then waits as
+long as memory allows to fill, while a common shape's partial bucket, which fills again soon, is
+not cut short (``benchmarks/batch_fill.py`` measures both; fullest first let a few rare shapes
+pin the memory bound and sent common shapes out a few rows at a time).
+
+``BatchTally`` counts what ran: images, batches and distinct shapes (the manifest's batch figures).
 
 ``ground_isolated`` grounds a batch and, when that raises, each of its requests alone, so that an
 exception caused by one image costs only that image: its slot holds a ``GroundingError``.
@@ -52,21 +58,30 @@ class ShapeBuckets(Generic[T]):
         )
         self._buckets: dict[Hashable, list[T]] = {}
         self._since: dict[Hashable, float] = {}  # when each bucket's oldest item arrived
-
-    @property
-    def held(self) -> int:
-        return sum(len(items) for items in self._buckets.values())
+        self._arrival: dict[Hashable, int] = {}  # the arrival number of each bucket's oldest item
+        self._arrived = 0
+        self.held = 0
 
     def add(self, key: Hashable, item: T) -> list[list[T]]:
         """Hold ``item``; returns the batches that are ready to run (often none)."""
         items = self._buckets.setdefault(key, [])
         self._since.setdefault(key, self._clock())
+        self._arrival.setdefault(key, self._arrived)
+        self._arrived += 1
         items.append(item)
+        self.held += 1
         ready = [self._take(key)] if len(items) >= self._batch_size else []
         ready += self._overdue()
         while self.held > self._max_held:
-            ready.append(self._take(max(self._buckets, key=lambda k: len(self._buckets[k]))))
+            ready.append(self._take(self._evicted()))
         return ready
+
+    def _evicted(self) -> Hashable:
+        """The bucket that leaves early when too much is held: the one holding the oldest item.
+
+        Arrival numbers, not clock readings: the order is the same on every run.
+        """
+        return min(self._arrival, key=self._arrival.__getitem__)
 
     def flush(self) -> list[list[T]]:
         """Every bucket as a batch (end of a bundle)."""
@@ -81,7 +96,37 @@ class ShapeBuckets(Generic[T]):
 
     def _take(self, key: Hashable) -> list[T]:
         self._since.pop(key)
-        return self._buckets.pop(key)
+        self._arrival.pop(key)
+        items = self._buckets.pop(key)
+        self.held -= len(items)
+        return items
+
+
+class BatchTally:
+    """Images, batches and the distinct shapes seen, for the batch figures of a run."""
+
+    def __init__(self):
+        self.images = 0
+        self.batches = 0
+        self.shapes: set[tuple[int, int]] = set()
+
+    def record(self, size: int, shape: tuple[int, int]) -> None:
+        self.images += size
+        self.batches += 1
+        self.shapes.add((int(shape[0]), int(shape[1])))
+
+
+def batch_figures(images: int, batches: int, shapes: int, batch_size: int) -> dict:
+    """The manifest's batch figures: mean batch and its share of the configured size."""
+    mean = images / batches if batches else 0.0
+    return {
+        "images_grounded": images,
+        "batches": batches,
+        "mean_batch": round(mean, 3),
+        "configured_batch_size": batch_size,
+        "batch_fill": round(mean / batch_size, 4) if batch_size else 0.0,
+        "distinct_shapes": shapes,
+    }
 
 
 def ground_isolated(

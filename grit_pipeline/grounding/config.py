@@ -15,6 +15,12 @@ BACKENDS = ("hf", "groundingdino")
 # size, or the stored copy (resized by the fetch stage, e.g. shortest side 512, upsampled again).
 IMAGE_SOURCES = ("source", "stored")
 
+# Scores and IoUs are compared in steps of this size (rounded to 4 decimals), ties broken by a
+# stable key, and scores are kept rounded: a difference of float noise between two runs (1e-7
+# between batch sizes) can change a box only when it straddles a step boundary.
+SCORE_STEPS = 10_000
+SCORE_RESOLUTION = 1 / SCORE_STEPS
+
 # Reason codes, stored in rejects rows and ``GroundingResult.span_errors``.
 NO_BOX_ABOVE_THRESHOLD = "no_box_above_threshold"
 OVER_TOKEN_LIMIT = "over_token_limit"
@@ -47,9 +53,11 @@ class DetectorConfig:
     min_box_side: float = 1e-4
     # Passed to from_pretrained: never touch the network, even for a hub id (HF_HUB_OFFLINE also works).
     local_files_only: bool = False
-    # Processed image sides are rounded to this many pixels, so that images fall into few shapes and
-    # same-shape batches fill (batches are never padded: see grounding.preprocess). 1: exact sizes.
-    size_multiple: int = 32
+    # Images are resized to the nearest of a few canonical shapes, their aspect changed by at most
+    # this much (3.05 % in all with pixel rounding, longest side <= 1333: see grounding.shapes), so
+    # that same-shape batches fill (batches are never padded: see grounding.preprocess).
+    # 0: the processor's exact sizes (almost every image its own shape).
+    max_stretch: float = 0.03
     image_source: str = "source"  # see IMAGE_SOURCES
     # torch's intra-op threads in each worker process; 0 leaves torch's default (every core).
     threads: int = 0
@@ -67,8 +75,8 @@ class DetectorConfig:
             raise ValueError(f"max_text_tokens must be in (2, 256], got {self.max_text_tokens}")
         if not 0.0 < self.min_box_side < 1.0:
             raise ValueError(f"min_box_side must be in (0, 1), got {self.min_box_side}")
-        if self.size_multiple < 1:
-            raise ValueError(f"size_multiple must be >= 1, got {self.size_multiple}")
+        if not 0.0 <= self.max_stretch < 0.5:
+            raise ValueError(f"max_stretch must be in [0, 0.5), got {self.max_stretch}")
         if self.image_source not in IMAGE_SOURCES:
             raise ValueError(f"image_source must be one of {IMAGE_SOURCES}, got {self.image_source!r}")
         if self.threads < 0:
@@ -85,11 +93,13 @@ class DetectorConfig:
             "nms_iou": self.nms_iou,
             "max_text_tokens": self.max_text_tokens,
             "min_box_side": self.min_box_side,
-            "detector_size_multiple": self.size_multiple,
+            "detector_max_stretch": self.max_stretch,
             "detector_image": self.image_source,
             "span_scoring": "mean token probability over the span's tokens",
             "nms": "class-agnostic, all spans of an image",
             "batching": "one processed image shape per batch, never padded",
+            "detector_shapes": "canonical aspect grid" if self.max_stretch else "processor sizes",
+            "score_resolution": SCORE_RESOLUTION,
         }
 
 

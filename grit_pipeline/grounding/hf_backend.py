@@ -137,7 +137,7 @@ class HFDetector:
             processor, model = load_hf_parts(config.model, config.local_files_only)
         self.processor, self.model = processor, model.eval().to(self.device)
         self.batch_size = config.batch_size  # lowered for good after a CUDA out-of-memory error
-        self.image_spec = ImageSpec.from_processor(processor.image_processor, config.size_multiple)
+        self.image_spec = ImageSpec.from_processor(processor.image_processor, config.max_stretch)
 
     def provenance(self) -> dict:
         return self.config.provenance()

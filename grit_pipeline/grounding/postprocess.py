@@ -12,6 +12,13 @@ Order of operations, per image:
    image. Thresholding first only saves work: greedy NMS visits boxes by falling score, so a box
    under the threshold can never suppress one above it, and the survivors are the same as with
    NMS first (the order GRIT_SPEC gives).
+
+No outcome depends on float noise below the score resolution (``SCORE_STEPS``, 1e-4): scores and
+IoUs are rounded to it before any comparison (threshold, which span a query box goes to, NMS order,
+NMS overlap), every tie is broken by a stable key (the lower span index, then the lower query
+index), and the kept scores are the rounded ones. Two runs whose scores differ by float noise
+(about 1e-7 between batch sizes) then give the same boxes unless a score straddles a rounding
+boundary, which happens with probability about noise / resolution (1e-3 for 1e-7).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import numpy as np
 import torch
 
 from grit_pipeline.grounding.base import ScoredBox
+from grit_pipeline.grounding.config import SCORE_STEPS
 from grit_pipeline.locations import Box
 
 
@@ -54,21 +62,29 @@ def box_iou(boxes: torch.Tensor) -> torch.Tensor:
     return torch.where(union > 0, inter / union, torch.zeros_like(inter))
 
 
+def steps(values: torch.Tensor) -> np.ndarray:
+    """Values in [0, 1] as whole steps of the score resolution (int64), the unit every comparison uses."""
+    return np.rint(values.double().cpu().numpy() * SCORE_STEPS).astype(np.int64)
+
+
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
     """Indices of the boxes kept by greedy NMS, highest score first.
 
     A box is suppressed when its IoU with a kept, higher-scoring box is above ``iou_threshold``
-    (torchvision's convention). Ties keep the earlier index.
+    (torchvision's convention). Scores and IoUs are compared at the score resolution; equal
+    scores keep the earlier index first.
     """
     if boxes.numel() == 0:
         return torch.zeros(0, dtype=torch.long)
-    order = torch.sort(scores, descending=True, stable=True).indices
-    overlaps = (box_iou(boxes[order]) > iou_threshold).cpu().numpy()
+    score_steps = steps(scores)
+    order = np.lexsort((np.arange(len(score_steps)), -score_steps))  # falling score, then index
+    ordered = boxes[torch.from_numpy(order)]
+    overlaps = steps(box_iou(ordered)) > round(iou_threshold * SCORE_STEPS)
     alive = np.ones(len(order), dtype=bool)
     for i in range(len(order)):
         if alive[i]:  # a kept box: suppress every later box it overlaps
             alive[i + 1 :] &= ~overlaps[i, i + 1 :]
-    return order[torch.from_numpy(alive.nonzero()[0]).to(order.device)]
+    return torch.from_numpy(order[alive])
 
 
 def select_boxes(
@@ -81,22 +97,26 @@ def select_boxes(
     """Per span, the boxes that survive clipping, the threshold and class-agnostic NMS.
 
     ``scores`` is ``(num_spans, num_queries)``, ``boxes`` ``(num_queries, 4)`` normalised corner
-    boxes. Each span's boxes come out by falling score.
+    boxes. Each span's boxes come out by falling score (then query index), scores rounded to the
+    score resolution.
     """
-    scores, boxes = scores.float().cpu(), boxes.float().cpu().clamp(0.0, 1.0)
-    num_spans = scores.shape[0]
-    sizes_ok = ((boxes[:, 2] - boxes[:, 0]) >= min_box_side) & ((boxes[:, 3] - boxes[:, 1]) >= min_box_side)
-    candidate = (scores > box_threshold) & sizes_ok[None, :]
-    if nms_iou < 1.0:
+    score_steps, boxes = steps(scores.float()), boxes.float().cpu().clamp(0.0, 1.0)
+    num_spans = score_steps.shape[0]
+    sides = (boxes[:, 2:] - boxes[:, :2]).numpy()
+    sizes_ok = (sides >= min_box_side).all(axis=1)
+    candidate = (score_steps > round(box_threshold * SCORE_STEPS)) & sizes_ok[None, :]
+    if nms_iou < 1.0 and num_spans:
         # The span copies of one query box are the same box (IoU 1), so NMS keeps only the best
         # one: dropping the others now gives the same survivors with far fewer pairs to compare.
-        best_span = scores.masked_fill(~candidate, float("-inf")).argmax(dim=0)
-        candidate &= torch.arange(num_spans)[:, None] == best_span[None, :]
-    span_idx, query_idx = candidate.nonzero(as_tuple=True)
-    cand_scores = scores[span_idx, query_idx]
-    keep = nms(boxes[query_idx], cand_scores, nms_iou)
+        # argmax takes the first maximum: a tie goes to the lower span index.
+        best_span = np.where(candidate, score_steps, -1).argmax(axis=0)
+        candidate &= np.arange(num_spans)[:, None] == best_span[None, :]
+    span_idx, query_idx = candidate.nonzero()  # row-major: by span, then query (the stable key)
+    cand_steps = score_steps[span_idx, query_idx]
+    keep = nms(boxes[torch.from_numpy(query_idx)], torch.from_numpy(cand_steps / SCORE_STEPS), nms_iou)
     per_span: list[list[ScoredBox]] = [[] for _ in range(num_spans)]
     for k in keep.tolist():
-        x_min, y_min, x_max, y_max = boxes[query_idx[k]].tolist()
-        per_span[int(span_idx[k])].append(ScoredBox(Box(x_min, y_min, x_max, y_max), float(cand_scores[k])))
+        x_min, y_min, x_max, y_max = boxes[int(query_idx[k])].tolist()
+        score = int(cand_steps[k]) / SCORE_STEPS
+        per_span[int(span_idx[k])].append(ScoredBox(Box(x_min, y_min, x_max, y_max), score))
     return tuple(tuple(found) for found in per_span)

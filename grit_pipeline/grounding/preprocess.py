@@ -7,9 +7,9 @@ and a batch is normalised in one pass in torch, on the model's device.
 
 A batch holds images of one shape only: Grounding DINO's input projection (a GroupNorm) computes its
 statistics over padded zeros too, so padding would make an image's boxes depend on its batch
-neighbours. The processed size is the processor's (shortest edge 800, longest at most 1333) with
-each side rounded to a multiple of ``size_multiple`` (32 by default: at most 16 px, 2 % of a side,
-of aspect change), so that web images fall into a few dozen shapes and batches fill up.
+neighbours. Which shape an image gets is ``shapes``' business: by default one of a few canonical
+shapes (aspect changed by at most 3.05 %, longest side at most 1333), so that web images fall into
+few shapes and batches fill up; ``max_stretch=0`` gives the processor's exact sizes.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from grit_pipeline.fetch.decode import open_rgb
+from grit_pipeline.grounding.shapes import processor_shapes, target_shapes
 
 
 @dataclass(frozen=True)
@@ -44,10 +45,10 @@ class ImageSpec:
     longest_edge: int = 1333
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # ImageNet's, as the processor's defaults
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    size_multiple: int = 32
+    max_stretch: float = 0.03  # see grounding.shapes; 0: the processor's exact sizes
 
     @classmethod
-    def from_processor(cls, image_processor, size_multiple: int = 32) -> ImageSpec:
+    def from_processor(cls, image_processor, max_stretch: float = 0.03) -> ImageSpec:
         """The spec of a transformers Grounding DINO image processor (its size, mean and std)."""
         size = image_processor.size  # a dict or transformers' SizeDict; both index by name
         shortest, longest = size["shortest_edge"], size["longest_edge"]
@@ -56,21 +57,23 @@ class ImageSpec:
             longest_edge=int(longest or shortest),
             mean=tuple(float(v) for v in image_processor.image_mean),
             std=tuple(float(v) for v in image_processor.image_std),
-            size_multiple=size_multiple,
+            max_stretch=max_stretch,
         )
 
     def target_shape(self, width: int, height: int) -> tuple[int, int]:
         """(height, width) of the processed image; ``ValueError`` when a side would be 0 pixels."""
-        from transformers.image_transforms import get_size_with_aspect_ratio
-
-        out_h, out_w = get_size_with_aspect_ratio((height, width), self.shortest_edge, self.longest_edge)
-        if out_h < 1 or out_w < 1:
+        if max(width, height) >= 2 * self.longest_edge * min(width, height):
+            # The processor would make the short side 0 pixels; a canonical shape would stretch it.
+            exact = processor_shapes([width], [height], self.shortest_edge, self.longest_edge)[0]
             raise ValueError(
-                f"a {width}x{height} image resizes to {out_w}x{out_h} for the detector (shortest edge "
-                f"{self.shortest_edge}, longest {self.longest_edge}): a side of 0 pixels cannot be grounded"
+                f"a {width}x{height} image resizes to {exact[1]}x{exact[0]} for the detector (shortest "
+                f"edge {self.shortest_edge}, longest {self.longest_edge}): a side of 0 pixels cannot be "
+                "grounded"
             )
-        step = self.size_multiple
-        return max(step, round(out_h / step) * step), max(step, round(out_w / step) * step)
+        out_h, out_w = target_shapes(
+            [width], [height], self.shortest_edge, self.longest_edge, self.max_stretch
+        )[0]
+        return int(out_h), int(out_w)
 
 
 def prepare_image(image: Image.Image, spec: ImageSpec) -> PreparedImage:

@@ -77,6 +77,7 @@ def _rejects_lines(report: dict) -> list[str]:
         counts = entry["manifest"].get("counts", entry["manifest"])
         lines.append(f"manifest {entry['path']}:")
         lines += [f"  {name:<12}{json.dumps(value, sort_keys=True)}" for name, value in counts.items()]
+        lines += _timing_lines(entry["manifest"].get("timings") or {})
     rejects = report["rejects"]
     if rejects:
         lines.append(f"rejects: {rejects['rows']:,} rows in {rejects['files']} files")
@@ -85,6 +86,24 @@ def _rejects_lines(report: dict) -> list[str]:
         ]
     elif not report["manifests"]:
         lines.append("rejects: none found beside the shards (no rejects/ or manifest.json)")
+    return lines
+
+
+def _timing_lines(timings: dict) -> list[str]:
+    """The last run's stage timings and grounding batch figures (absent in older manifests)."""
+    lines = []
+    if "wall_s" in timings:
+        lines.append(f"  {'wall_s':<12}{timings['wall_s']}  rows/s {timings.get('rows_per_s')}")
+    if timings.get("stage_busy_s"):
+        lines.append(f"  {'busy_s':<12}{json.dumps(timings['stage_busy_s'], sort_keys=True)}")
+    batches = timings.get("ground_batches")
+    if batches:
+        lines.append(
+            f"  {'batches':<12}{batches['images_grounded']:,} images in {batches['batches']:,} batches, "
+            f"mean {batches['mean_batch']} of {batches['configured_batch_size']} "
+            f"({100 * batches['batch_fill']:.1f} %), {batches['distinct_shapes']} shapes; "
+            f"images/s {timings.get('ground_images_per_s')}"
+        )
     return lines
 
 
