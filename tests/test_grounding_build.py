@@ -1,7 +1,9 @@
 """The grounding stage inside `grit build` and as a Beam DoFn on the local runner.
 
-Batch invariance: the same mixed-size input built at --detector-batch-size 1 and 8, in-process and
-in multi_processing mode, gives the same noun_chunks/ref_exps (boxes within 1e-4). Failure
+Batch invariance: the same mixed-size input (24 images, 12 processed shapes) built at
+--detector-batch-size 1, 8 and 16, in-process and in multi_processing mode, gives the same
+noun_chunks/ref_exps (boxes and scores within 1e-4), and each manifest's batch figures count what
+ran. Failure
 isolation: an image that makes the detector raise is one rejects row with the error text, and the
 other rows of its batch are grounded as usual. Real images over a loopback server, the real tiny
 detector (saved and loaded through from_pretrained), Beam's real runner.
@@ -27,12 +29,18 @@ from grit_pipeline.beam_jobs.output_dir import load_manifest
 from grit_pipeline.beam_jobs.records import REJECTS, Row
 from grit_pipeline.fetch import FetchedImage
 from grit_pipeline.grounding import TINY_DETECTOR, DetectorConfig
+from grit_pipeline.grounding.preprocess import ImageSpec
 from grit_pipeline.inputs import InputRow
 from grit_pipeline.schemas import list_shard_files, read_shard
 from grit_pipeline.text import TextConfig, TextStage
 
-# Four processed shapes for the tiny detector's processor (shortest edge 96, longest 160).
-SIZES = [(200, 150), (300, 150), (150, 200), (160, 120), (210, 150), (400, 140), (150, 150), (230, 160)]
+# Twelve processed shapes for the tiny detector's processor (shortest edge 96, longest 160), one
+# of them seven images' (4:3 and near it): batches of 8 and 16 hold several images, of one shape.
+SIZES = [
+    (200, 150), (300, 150), (150, 200), (160, 120), (210, 150), (400, 140), (150, 150), (230, 160),
+    (320, 240), (240, 320), (180, 120), (120, 180), (256, 144), (144, 256), (333, 250), (270, 210),
+    (190, 190), (260, 150), (222, 111), (111, 222), (300, 200), (201, 149), (161, 120), (170, 130),
+]  # fmt: skip
 CAPTIONS = [
     "a dog on the grass near a red car",
     "two people riding bikes on a street",
@@ -40,6 +48,7 @@ CAPTIONS = [
     "a man holding an umbrella in the rain",
 ]
 COMMON = ["--detector", TINY_DETECTOR, "--allow-network", "127.0.0.1/32", "--progress-interval", "0"]
+COMMON += ["--box-threshold", "0.5"]  # the tiny detector's scores sit near 0.5: many boxes, many near-ties
 
 
 def noise_jpeg(seed: int, size: tuple[int, int]) -> bytes:
@@ -74,22 +83,54 @@ def assert_same_spans(got: dict, want: dict) -> None:
                 assert np.allclose(got_row[2:], want_row[2:], atol=1e-4), key
 
 
-def test_the_same_build_at_batch_sizes_1_and_8_in_process_and_multi_processing(input_table):
+BUILDS = {
+    "in_process_1": ["--detector-batch-size", "1"],
+    "in_process_8": ["--detector-batch-size", "8"],
+    "in_process_16": ["--detector-batch-size", "16"],
+    "multi_processing_8": ["--detector-batch-size", "8", "--direct_running_mode", "multi_processing"],
+    "multi_processing_16": ["--detector-batch-size", "16", "--direct_running_mode", "multi_processing"],
+}
+
+
+def assert_inspect_prints(out, figures, capsys) -> None:
+    from grit_pipeline.cli import main
+
+    capsys.readouterr()
+    assert main(["inspect", str(out / "shards")]) == 0
+    text = capsys.readouterr().out
+    batch_size = figures["configured_batch_size"]
+    expected = (
+        f"{len(SIZES)} images in {figures['batches']} batches, mean {figures['mean_batch']} of {batch_size}"
+    )
+    assert expected in text and f"{figures['distinct_shapes']} shapes" in text
+
+
+@pytest.mark.slow
+def test_the_same_build_at_batch_sizes_1_8_and_16_in_process_and_multi_processing(input_table, capsys):
     root, _ = input_table
+    shapes = {ImageSpec(96, 160).target_shape(*size) for size in SIZES}  # the tiny processor's sizes
     outputs = {}
-    for name, extra in {
-        "in_process_1": ["--detector-batch-size", "1"],
-        "in_process_8": ["--detector-batch-size", "8"],
-        # multi_processing at batch size 1 adds nothing the two comparisons above do not cover.
-        "multi_processing_8": ["--detector-batch-size", "8", "--direct_running_mode", "multi_processing"],
-    }.items():
+    for name, extra in BUILDS.items():
         out = root / name
         argv = ["--input", str(root / "input.parquet"), "--output", str(out), *COMMON, *extra]
         if "multi_processing" in name:
             argv += ["--direct_num_workers", "2"]
         assert run(argv) == 0
-        counts = load_manifest(str(out))["counts"]
+        manifest = load_manifest(str(out))
+        counts = manifest["counts"]
         assert counts["input"] == counts["accepted"] + counts["rejected"] == len(SIZES)
+        figures = manifest["timings"]["ground_batches"]
+        batch_size = int(extra[1])
+        assert figures["images_grounded"] == len(SIZES) and figures["configured_batch_size"] == batch_size
+        assert figures["distinct_shapes"] == len(shapes)
+        # At least one batch per shape, none over the configured size; batch size 1: one per image.
+        assert len(shapes) <= figures["batches"] and figures["mean_batch"] <= batch_size
+        assert figures["mean_batch"] == pytest.approx(len(SIZES) / figures["batches"], abs=1e-3)
+        assert figures["batch_fill"] == pytest.approx(figures["mean_batch"] / batch_size, abs=1e-3)
+        if batch_size == 1:
+            assert figures["batches"] == len(SIZES)
+        if name == "multi_processing_16":  # figures merged over both workers, printed by grit inspect
+            assert_inspect_prints(out, figures, capsys)
         outputs[name] = spans_by_key(out)
     want = outputs["in_process_1"]
     assert sum(len(chunks) for chunks, _ in want.values()) > 0
