@@ -2,17 +2,23 @@
 
 Every sentence of the split goes through exactly what `grit build` runs on a row: the fetch
 stage's ``decode_image`` (check, resize, re-encode), ``TextStage.parse`` (the GRIT text rules) and the
-detector's ``ground`` on the parsed noun chunks (the Beam job's GroundingModelHandler makes the same
-calls). Measured against the human phrases that have boxes:
+detector's ``ground`` on the parsed noun chunks (the Beam job's ``GroundFn`` makes the same calls).
+Measured against the human phrases that have boxes, each mention on its own (an entity named twice
+in a sentence is two mentions, each with the entity's boxes):
 
-- phrase recall of the text stage: share of human phrases that are a noun chunk / an expression
+- phrase recall of the text stage: share of human mentions that are a noun chunk / an expression
   exactly (same characters), or overlap one;
-- box precision at IoU >= 0.5: share of produced (chunk, box) pairs whose box matches a box of the
-  human phrase the chunk stands for (the phrase it overlaps most). Pairs whose chunk stands for no
-  boxed phrase (none overlaps, or ``nobndbox``/``scene``/``notvisual``) cannot be judged: counted
-  apart, as ``unjudged``;
-- box recall at IoU >= 0.5: share of human boxes matched by a produced box of a chunk standing for
-  their phrase.
+- matching, one to one and greedy by score: a produced (chunk, box) pair stands for the mention
+  its chunk overlaps most; pairs are visited by falling score (ties: chunk order, then box
+  order), and each takes the not yet matched box of its mention with the highest IoU >= 0.5
+  (ties: the earlier box). A human box is matched by at most one pair and a pair matches at
+  most one human box. Greedy, not optimal (Hungarian) matching: it is what COCO-style detection
+  evaluation does, and it makes the matching at a higher threshold the prefix of the matching at a
+  lower one, so one matching serves the whole sweep;
+- box precision at IoU >= 0.5: share of produced pairs that matched a human box. Pairs whose chunk
+  stands for no boxed mention (none overlaps, or ``nobndbox``/``scene``/``notvisual``) cannot be
+  judged: counted apart, as ``unjudged``;
+- box recall at IoU >= 0.5: share of human boxes, per mention, that a pair matched.
 
 Box figures are given per score threshold of a sweep. The detector runs once at the lowest one:
 the build keeps scores strictly above the threshold before NMS, and a box under the threshold can
@@ -70,7 +76,7 @@ class SentenceOutcome:
     expression_overlap: int
     phrases: int  # human phrases with boxes
     pairs: tuple[PairOutcome, ...]
-    # per human box: the best score of a matching produced box (None: never matched)
+    # per human box of each mention: the score of the produced box matched to it (None: unmatched)
     human_boxes: tuple[float | None, ...]
 
 
@@ -78,10 +84,16 @@ def _overlap(a: CharSpan, phrase: Phrase) -> int:
     return max(0, min(a.end, phrase.end) - max(a.start, phrase.start))
 
 
+def mention_of(span: CharSpan, phrases: Sequence[Phrase]) -> int | None:
+    """The index of the human mention ``span`` overlaps most (the earlier one on a tie), or None."""
+    best = max(range(len(phrases)), key=lambda i: (_overlap(span, phrases[i]), -i), default=None)
+    return best if best is not None and _overlap(span, phrases[best]) > 0 else None
+
+
 def phrase_of(span: CharSpan, phrases: Sequence[Phrase]) -> Phrase | None:
     """The human phrase ``span`` overlaps most (the earlier one on a tie), or None."""
-    best = max(phrases, key=lambda p: (_overlap(span, p), -p.start), default=None)
-    return best if best is not None and _overlap(span, best) > 0 else None
+    index = mention_of(span, phrases)
+    return None if index is None else phrases[index]
 
 
 def text_recall(parsed: ParsedCaption, boxed: Sequence[Phrase]) -> tuple[int, int, int, int]:
@@ -98,26 +110,33 @@ def text_recall(parsed: ParsedCaption, boxed: Sequence[Phrase]) -> tuple[int, in
 
 
 def judge(sentence: Sentence, parsed: ParsedCaption, result: GroundingResult | None) -> SentenceOutcome:
-    """Text recall and every produced pair of one sentence, against its human phrases."""
+    """Text recall and every produced pair of one sentence, matched one to one to its human boxes."""
     boxed = [p for p in sentence.phrases if p.boxes]
     recall = text_recall(parsed, boxed) if not parsed.reject_reason else (0, 0, 0, 0)
-    pairs: list[PairOutcome] = []
-    best: dict[tuple[str, int], float] = {}
     produced = result.boxes if result is not None else ()
-    for chunk, scored in zip(parsed.noun_chunks, produced):
-        phrase = phrase_of(chunk, sentence.phrases)
-        for candidate in scored:
-            if phrase is None or not phrase.boxes:
-                pairs.append(PairOutcome(candidate.score, False, False))
-                continue
-            ious = [candidate.box.iou(truth) for truth in phrase.boxes]
-            pairs.append(PairOutcome(candidate.score, True, max(ious) >= IOU_THRESHOLD))
-            for index, iou in enumerate(ious):
-                key = (phrase.phrase_id, index)
-                if iou >= IOU_THRESHOLD and candidate.score > best.get(key, -1.0):
-                    best[key] = candidate.score
-    human = tuple(best.get((p.phrase_id, i)) for p in boxed for i in range(len(p.boxes)))
-    return SentenceOutcome(*recall, len(boxed), tuple(pairs), human)
+    # (score, chunk index, box index, mention index or None, box) of every produced pair.
+    pairs = [
+        (candidate.score, c, b, mention_of(chunk, sentence.phrases), candidate.box)
+        for c, (chunk, scored) in enumerate(zip(parsed.noun_chunks, produced))
+        for b, candidate in enumerate(scored)
+    ]
+    matched: dict[tuple[int, int], float] = {}  # (mention, human box) -> score of the pair matching it
+    outcomes = []
+    for score, _, _, mention, box in sorted(pairs, key=lambda p: (-p[0], p[1], p[2])):
+        truths = sentence.phrases[mention].boxes if mention is not None else ()
+        if not truths:
+            outcomes.append(PairOutcome(score, False, False))
+            continue
+        free = [(box.iou(t), -i, i) for i, t in enumerate(truths) if (mention, i) not in matched]
+        best = max(free, default=None)
+        correct = best is not None and best[0] >= IOU_THRESHOLD
+        if correct:
+            matched[(mention, best[2])] = score
+        outcomes.append(PairOutcome(score, True, correct))
+    human = tuple(
+        matched.get((m, i)) for m, p in enumerate(sentence.phrases) if p.boxes for i in range(len(p.boxes))
+    )
+    return SentenceOutcome(*recall, len(boxed), tuple(outcomes), human)
 
 
 def ground_sentences(

@@ -125,3 +125,46 @@ def test_audit_command_writes_the_table_json_and_curve(flickr, tmp_path, capsys)
     assert Image.open(out / "pr_curve.png").size[0] > 100
     assert main([*args, "--thresholds", "0.3,x"]) == 2
     assert "--thresholds" in capsys.readouterr().err
+
+
+# One-to-one matching, on hand-made sentences (no detector: the produced boxes are the input).
+MAN = Box(0.1, 0.1, 0.4, 0.9)
+
+
+def one_sentence(text: str, marked: list[tuple[str, int, int]]):
+    from grit_pipeline.benchmarks.flickr30k import Phrase, Sentence
+
+    phrases = tuple(
+        Phrase(pid, ("people",), start, end, text[start:end], (MAN,)) for pid, start, end in marked
+    )
+    return Sentence("1", "1.jpg", 0, text, phrases)
+
+
+def test_two_boxes_on_one_human_box_are_one_hit_and_one_miss():
+    from grit_pipeline.audit import judge, sweep
+    from grit_pipeline.text import CharSpan, ParsedCaption
+
+    sentence = one_sentence("a man walks", [("1", 0, 5)])
+    parsed = ParsedCaption("a man walks", noun_chunks=(CharSpan(0, 5),))
+    near = Box(0.1, 0.1, 0.4, 0.85)  # IoU 0.94 with the human box: NMS at 0.5 would drop it, 1.0 not
+    result = GroundingResult(((ScoredBox(near, 0.7), ScoredBox(MAN, 0.8)),))
+    [row] = sweep([judge(sentence, parsed, result)], [0.5])
+    assert row["precision"]["hits"] == 1 and row["precision"]["total"] == 2  # 1/2, not 2/2
+    assert row["recall"]["hits"] == row["recall"]["total"] == 1
+    # Greedy by score: the 0.8 box took the human box, so above 0.75 precision is 1/1.
+    [high] = sweep([judge(sentence, parsed, result)], [0.75])
+    assert (high["precision"]["hits"], high["precision"]["total"]) == (1, 1)
+
+
+def test_an_entity_mentioned_twice_with_one_mention_grounded_is_recall_one_half():
+    from grit_pipeline.audit import judge, sweep
+    from grit_pipeline.text import CharSpan, ParsedCaption
+
+    text = "a man smiles and the man waves"
+    sentence = one_sentence(text, [("1", 0, 5), ("1", 17, 24)])  # one entity (EN#1), two mentions
+    parsed = ParsedCaption(text, noun_chunks=(CharSpan(0, 5), CharSpan(17, 24)))
+    result = GroundingResult(((ScoredBox(MAN, 0.9),), ()))  # only the first mention got its box
+    outcome = judge(sentence, parsed, result)
+    [row] = sweep([outcome], [0.5])
+    assert (row["recall"]["hits"], row["recall"]["total"]) == (1, 2)  # 1/2, not 2/2
+    assert (row["precision"]["hits"], row["precision"]["total"]) == (1, 1)
