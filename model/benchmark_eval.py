@@ -1,8 +1,10 @@
 """`grit eval --benchmark`: zero-shot phrase grounding and referring expressions, as Kosmos-2 reports them.
 
 - ``flickr30k-entities``: R@1 over every boxed phrase of every sentence of the split; the prompt is
-  ``<grounding>`` + the sentence up to the phrase + ``<phrase>PHRASE</phrase>`` (the original
-  ``cook_data.py``); a hit when the first box generated for the phrase has IoU >= 0.5 with any of
+  ``<grounding>`` + the sentence up to the phrase + a space + ``<phrase>PHRASE</phrase>`` (the
+  original ``cook_data.py`` writes ``f"{prefix_caption} <phrase>{phrase}</phrase>"``, so a space
+  even before a phrase that starts the sentence); a hit when the first box generated for the phrase
+  anywhere in the generated text has IoU >= 0.5 with any of
   the phrase's boxes (``any-box``, MDETR's ``separateGT`` evaluation, which Kosmos-2 used), or with
   their union (``--protocol merged-box``).
 - ``refcoco``, ``refcoco+``, ``refcocog``: accuracy at IoU >= 0.5 per split; the prompt is
@@ -53,7 +55,7 @@ def flickr_queries(data: str, split: str, images: str | None, protocol: str) -> 
                 continue
             truth = (union(phrase.boxes),) if protocol == "merged-box" else phrase.boxes
             key = f"{sentence.image_id}:{sentence.index}:{phrase.phrase_id}"
-            context = sentence.text[: phrase.start]
+            context = f"{sentence.text[: phrase.start]} "  # the original's spacing (cook_data.py)
             queries.append(Query(key, sentence.image_path, context, phrase.text, truth))
     return queries
 

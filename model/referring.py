@@ -1,11 +1,15 @@
 """Grounding queries answered by a Kosmos-2 checkpoint: prompt, greedy generation, the box of the phrase.
 
-This is the original evaluation's protocol (microsoft/unilm kosmos-2/evaluation): the prompt is
-``<grounding>`` + the caption text before the phrase (empty for referring expressions) +
-``<phrase>PHRASE</phrase>``; decoding is greedy with ``no_repeat_ngram_size=3``; the prediction is
-the first box of the generated entity whose phrase equals the query's phrase (any other entity
-is ignored), and a query without such a box is a miss. Boxes are normalised to the whole image,
-which the model sees resized to a square, so IoU is the same as in pixels.
+This is the original evaluation's protocol (microsoft/unilm, kosmos-2/evaluation): the prompt is
+``<grounding>`` + the caption text before the phrase and a space (``f"{prefix} <phrase>..."`` in
+``flickr_entities/cook_data.py``; referring expressions have no prefix and no space, as in
+``refcoco/cook_data.py``) + ``<phrase>PHRASE</phrase>``; decoding is greedy with
+``no_repeat_ngram_size=3`` and runs to the end of the sequence (``</s>``), bounded by
+``max_new_tokens`` (fairseq ``--max-len-b 500`` in ``grd-zeroshot-*.sh``), not stopped at the first
+``</object>``; the prediction is the first box of the first entity anywhere in the generated text
+whose phrase equals the query's phrase (``flickr_entities_evaluate.py`` collects every entity and
+skips the others), and a query without such a box is a miss. Boxes are normalised to the whole
+image, which the model sees resized to a square, so IoU is the same as in pixels.
 
 >>> text = "<grounding><phrase>a dog</phrase><object><patch_index_0000><patch_index_0099></object>"
 >>> box_of_phrase(text, "a dog", 32)
@@ -25,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from grit_pipeline.locations import OBJECT_CLOSE, Box, parse_grounded_caption
+from grit_pipeline.locations import Box, parse_grounded_caption
 from grit_pipeline.model.examples import encode_text
 from grit_pipeline.model.images import FULL_WINDOW, decode_image, render, to_pixel_values
 
@@ -36,9 +40,9 @@ IOU_THRESHOLD = 0.5  # a hit, as in every benchmark the paper reports
 class GenerationConfig:
     """How the checkpoint is asked; the defaults are the original evaluation's."""
 
-    # Generation ends at the first </object> (or </s>), so this only bounds a phrase with many
-    # boxes: one box takes 4 tokens, each further one 3; 8 cut two-box answers short.
-    max_new_tokens: int = 32
+    # Generation runs to </s>; this only bounds it (the original: fairseq --max-len-b 500, which
+    # there counts the prompt too, so 500 new tokens is at least as much room).
+    max_new_tokens: int = 500
     no_repeat_ngram_size: int = 3  # fairseq --no-repeat-ngram-size 3 in grd-zeroshot-*.sh
     batch_size: int = 16
 
@@ -49,7 +53,7 @@ class Query:
 
     key: str
     image: str | bytes  # a file path, or encoded image bytes
-    context: str  # caption text before the phrase; "" for a referring expression
+    context: str  # caption text before the phrase and a space (Flickr30k); "" for a referring expression
     phrase: str
     truth: tuple[Box, ...]
 
@@ -112,6 +116,11 @@ def pixels(image: str | bytes, image_processor) -> np.ndarray:
     return to_pixel_values(render(decode_image(image), FULL_WINDOW, size), mean, std)
 
 
+def stop_tokens(tokenizer) -> list[int]:
+    """The ids generation stops at: the end of the sequence only (never ``</object>``)."""
+    return [tokenizer.eos_token_id]
+
+
 def _batches(lengths: list[int], batch_size: int) -> Iterator[list[int]]:
     """Indices grouped by prompt length, so a batch needs no padding and greedy decoding no care."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
@@ -125,11 +134,11 @@ def _batches(lengths: list[int], batch_size: int) -> Iterator[list[int]]:
 def generate(
     model, processor, queries: Sequence[Query], config: GenerationConfig, progress=None
 ) -> list[str]:
-    """Prompt plus greedy continuation (tags kept, up to ``</object>`` or ``</s>``) of every query."""
+    """Prompt plus greedy continuation (tags kept, up to ``</s>`` or ``max_new_tokens``) of every query."""
     tokenizer = processor.tokenizer
     slots = model.config.latent_query_num
     encoded = [encode_text(tokenizer, q.prompt, slots, 10_000, add_eos=False) for q in queries]
-    stop = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(OBJECT_CLOSE)]
+    stop = stop_tokens(tokenizer)
     texts: list[str] = [""] * len(queries)
     device = next(model.parameters()).device
     for chunk in _batches([len(ids) for ids, _ in encoded], config.batch_size):

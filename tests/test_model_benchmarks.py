@@ -56,14 +56,52 @@ def test_flickr_sentences_and_annotations_in_the_official_format(flickr):
     )
 
 
-def test_flickr_queries_keep_the_sentence_before_the_phrase(flickr):
+def test_flickr_queries_keep_the_sentence_before_the_phrase_and_a_space(flickr):
     queries = flickr_queries(str(flickr), "val", None, "any-box")
     assert len(queries) == FLICKR_VAL_QUERIES
-    assert queries[1].prompt == "<grounding>A man in <phrase>a red shirt</phrase>"
-    assert queries[2].prompt == "<grounding>A man in a red shirt walks <phrase>a brown dog</phrase>"
+    # The original's f"{prefix_caption} <phrase>...": a space after the prefix (which ends in one).
+    assert queries[0].prompt == "<grounding> <phrase>A man</phrase>"
+    assert queries[1].prompt == "<grounding>A man in  <phrase>a red shirt</phrase>"
+    assert queries[2].prompt == "<grounding>A man in a red shirt walks  <phrase>a brown dog</phrase>"
     assert len(queries[2].truth) == 2  # any-box: both boxes of the dog
     merged = flickr_queries(str(flickr), "val", None, "merged-box")[2]
     assert merged.truth == (Box(34 / 64, 24 / 48, 60 / 64, 45 / 48),)  # their union
+
+
+def test_phrase_offsets_index_the_stripped_sentence():
+    text, phrases = flickr30k.parse_sentence("  [/EN#18/people A man] rides [/EN#19/other a bike] . \n")
+    assert text == "A man rides a bike ."
+    assert [text[p.start : p.end] for p in phrases] == ["A man", "a bike"] == [p.text for p in phrases]
+
+
+def test_the_first_matching_entity_anywhere_in_the_generation_counts():
+    from grit_pipeline.model.referring import box_of_phrase
+
+    cat, dog, other_dog = (
+        "<patch_index_0000><patch_index_0033>",
+        "<patch_index_0066><patch_index_0099>",
+        ("<patch_index_0500><patch_index_0600>"),
+    )
+    generated = (
+        f"<grounding>A man walks <phrase>a dog</phrase><object>"  # the query's phrase, no box yet
+        f"</object> near <phrase>a cat</phrase><object>{cat}</object> and then"  # past a </object>
+        f" <phrase>a dog</phrase><object>{dog}</object> or <phrase>a dog</phrase><object>{other_dog}</object>"
+    )
+    # cell centres: index 66 is column 2, row 2; 99 is column 3, row 3 (grid 32)
+    assert box_of_phrase(generated, "a dog", 32) == (2.5 / 32, 2.5 / 32, 3.5 / 32, 3.5 / 32)
+    assert box_of_phrase(generated, " a cat ", 32) == (0.5 / 32, 0.5 / 32, 1.5 / 32, 1.5 / 32)
+
+
+def test_generation_stops_only_at_the_end_of_the_sequence(released_layout):
+    from transformers import AutoProcessor
+
+    from grit_pipeline.locations import OBJECT_CLOSE
+    from grit_pipeline.model.referring import GenerationConfig, stop_tokens
+
+    tokenizer = AutoProcessor.from_pretrained(released_layout).tokenizer
+    assert stop_tokens(tokenizer) == [tokenizer.eos_token_id]
+    assert tokenizer.convert_tokens_to_ids(OBJECT_CLOSE) not in stop_tokens(tokenizer)
+    assert GenerationConfig().max_new_tokens == 500  # the original's --max-len-b 500
 
 
 def test_refcoco_pickles_and_instances_in_the_refer_layout(tmp_path):
@@ -93,7 +131,7 @@ def test_eval_on_flickr30k_writes_predictions_metrics_and_misses(flickr, release
     lines = [json.loads(line) for line in (out / "val" / "predictions.jsonl").read_text().splitlines()]
     assert val["queries"] == len(lines) == FLICKR_VAL_QUERIES
     assert val["hits"] == sum(line["hit"] for line in lines) and val["accuracy"] == val["hits"] / 7
-    assert lines[1]["prompt"] == "<grounding>A man in <phrase>a red shirt</phrase>"
+    assert lines[1]["prompt"] == "<grounding>A man in  <phrase>a red shirt</phrase>"
     assert all(line["generated"].startswith(line["prompt"]) for line in lines)
     low, high = val["ci95"]
     assert 0.0 <= low <= val["accuracy"] <= high <= 1.0

@@ -60,7 +60,12 @@ class Annotation:
 
 
 def parse_sentence(line: str) -> tuple[str, list[Phrase]]:
-    """The clean sentence and its phrases; raises ValueError on unbalanced markup."""
+    """The clean sentence and its phrases; raises ValueError on unbalanced markup.
+
+    The line is stripped first, so that phrase offsets index the text as it is used (a line
+    starting with whitespace would otherwise shift every phrase).
+    """
+    line = line.strip()
     parts, phrases, cursor, length = [], [], 0, 0
     for match in _PHRASE.finditer(line):
         before = line[cursor : match.start()]
@@ -73,7 +78,7 @@ def parse_sentence(line: str) -> tuple[str, list[Phrase]]:
         length += len(text)
         cursor = match.end()
     parts.append(line[cursor:])
-    clean = "".join(parts).strip()
+    clean = "".join(parts)
     if "[/EN#" in clean:
         raise ValueError(f"unbalanced Flickr30k Entities markup in {line.strip()!r}")
     return clean, phrases
