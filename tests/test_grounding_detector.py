@@ -115,7 +115,9 @@ def test_a_span_is_scored_by_the_mean_probability_of_its_own_tokens(detector):
     want = [probs[:, [1, 2]].mean(dim=1).max().item(), probs[:, [7, 8, 9]].mean(dim=1).max().item()]
     everything = load_detector(DetectorConfig(model=detector.config.model, box_threshold=0.0, nms_iou=1.0))
     [result] = everything.ground([GroundingRequest(request.image, request.caption, request.spans[::2])])
-    assert [span[0].score for span in result.boxes] == pytest.approx(want, abs=1e-5)
+    assert [span[0].score for span in result.boxes] == pytest.approx(
+        want, abs=0.5e-4 + 1e-6
+    )  # scores are kept rounded to 1e-4
 
 
 def test_no_surviving_box_gives_the_reject_reason(tiny_dir):
