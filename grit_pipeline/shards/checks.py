@@ -17,6 +17,7 @@ from PIL import Image
 from grit_pipeline.assemble import select_grounding_spans
 from grit_pipeline.fetch import FetchConfig
 from grit_pipeline.locations import NUM_PATCHES_PER_SIDE, parse_grounded_caption, strip_offsets
+from grit_pipeline.markup import tag_character_problem
 from grit_pipeline.schemas import (
     SCHEMA_KEY,
     SHARD_SCHEMA,
@@ -190,6 +191,9 @@ def image_problems(row: dict, max_pixels: int = MAX_PIXELS) -> list[str]:
 
 def _key_and_size_problems(row: dict) -> list[str]:
     problems = [] if row.get("key") else ["key is null or empty"]
+    caption = row.get("caption")
+    if isinstance(caption, str) and (problem := tag_character_problem(caption)) is not None:
+        problems.append(f"caption {problem}")  # the same check as the renderer's and the trainer's
     for name in ("width", "height", "image_width", "image_height"):
         if row.get(name) is not None and row[name] <= 0:
             problems.append(f"{name} is {row[name]}, expected a positive size")
