@@ -7,7 +7,6 @@ after the containment filter, each with its boxes, the boxes within one location
 
 from __future__ import annotations
 
-import io
 import math
 import warnings
 
@@ -15,7 +14,8 @@ import pyarrow as pa
 from PIL import Image
 
 from grit_pipeline.assemble import select_grounding_spans
-from grit_pipeline.fetch import FetchConfig
+from grit_pipeline.fetch import FetchConfig, FetchError
+from grit_pipeline.fetch.formats import open_header
 from grit_pipeline.locations import NUM_PATCHES_PER_SIDE, parse_grounded_caption, strip_offsets
 from grit_pipeline.markup import tag_character_problem
 from grit_pipeline.schemas import (
@@ -136,7 +136,11 @@ def image_header(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
     try:
         with warnings.catch_warnings():  # Pillow's own bomb warning: our limit is the one reported
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = open_header(data, max_pixels)  # the build's formats only (an ICO decodes in open)
+    except FetchError as err:
+        if err.failure.reason == "too_many_pixels":
+            raise ImageProblem(f"image is over the limit of {max_pixels:,} pixels: {err}") from err
+        raise ImageProblem(f"image is not decoded ({err.failure.reason}: {err})") from err
     except Exception as err:  # PIL raises many types for bad bytes, DecompressionBombError among them
         raise _undecodable(err) from err
     width, height = image.size
