@@ -140,7 +140,8 @@ def image_header(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
     except FetchError as err:
         if err.failure.reason == "too_many_pixels":
             raise ImageProblem(f"image is over the limit of {max_pixels:,} pixels: {err}") from err
-        raise ImageProblem(f"image is not decoded ({err.failure.reason}: {err})") from err
+        verb = "is not decoded" if err.failure.reason == "unsupported_format" else "does not decode"
+        raise ImageProblem(f"image {verb} ({err.failure.reason}: {err})") from err
     except Exception as err:  # PIL raises many types for bad bytes, DecompressionBombError among them
         raise _undecodable(err) from err
     width, height = image.size
