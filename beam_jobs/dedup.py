@@ -100,9 +100,19 @@ def _first_wins(item):
         yield beam.pvalue.TaggedOutput(REJECTS, row.reject("dedup", "duplicate", error))
 
 
+def _dedup_value(row: Row, field: str) -> str | None:
+    """What must be unique: the URL, or for an ``--image-path-column`` row its resolved file (so rows
+    naming one file are deduplicated before any of them is read); the file alone (``image_file``),
+    or the hash of the bytes (``sha256``)."""
+    located = row.input.image_file.path if row.input.image_file is not None else None
+    if field == "url":
+        return f"file:{located}" if located else row.input.url
+    return located if field == "image_file" else row.fetched.sha256
+
+
 def _dedup_key(field: str):
     def key(row: Row):
-        value = row.input.url if field == "url" else row.fetched.sha256
+        value = _dedup_value(row, field)
         return (value if value else f"\0unique:{row.key}"), row
 
     return key

@@ -242,6 +242,16 @@ def _run_and_commit(prepared: PreparedRun, config: BuildConfig, lock: OutputLock
     except (CommitError, OutputLockedError) as err:
         LOGGER.error("%s", err)
         return 1
+    except OSError as err:  # e.g. ENOSPC on the journal or the manifest: the next build finishes or undoes it
+        LOGGER.error(
+            "error: the commit of run %s stopped: %s; nothing new is counted, its inputs stay unfinished "
+            "until a build completes it: free space under %s and run `grit build` again (it recovers "
+            "this run first)",
+            plan.run_id,
+            str(err).replace("\n", " "),
+            plan.output,
+        )
+        return 1
     _report(plan.output, run)
     return 0
 

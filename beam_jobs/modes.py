@@ -22,6 +22,7 @@ from grit_pipeline.beam_jobs.output_dir import (
     STAGING,
     OutputExistsError,
     RunPlan,
+    leftover_temporaries,
     read_json,
 )
 
@@ -56,12 +57,22 @@ def _recover_run(fs, root: str, run_dir: str) -> str:
     return note
 
 
+def _remove_temporaries(fs, root: str) -> list[str]:
+    """Delete the temporary files a killed commit left (``.manifest.json.<uuid>.tmp``, a shard's or a
+    rejects file's): under the output's lock no writer is alive, and no reader takes those names."""
+    found = [p for kind in ("", "/shards", "/rejects") for p in leftover_temporaries(fs, f"{root}{kind}")]
+    for path in found:
+        fs.rm(path)
+    return [f"removed {len(found)} temporary file(s) left by a killed writer"] if found else []
+
+
 def recover(output: str) -> list[str]:
     """Finish or undo every run left under OUTPUT/_staging; returns one note per run."""
     fs, root = fsspec.core.url_to_fs(output)
+    notes = _remove_temporaries(fs, root)
     if not fs.exists(f"{root}/{STAGING}"):
-        return []
-    notes = [_recover_run(fs, root, d) for d in sorted(fs.ls(f"{root}/{STAGING}", detail=False))]
+        return notes
+    notes += [_recover_run(fs, root, d) for d in sorted(fs.ls(f"{root}/{STAGING}", detail=False))]
     if fs.exists(f"{root}/{STAGING}"):
         fs.rm(f"{root}/{STAGING}", recursive=True)
     return notes

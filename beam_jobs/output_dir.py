@@ -20,7 +20,9 @@ names carry the run id). See ``commit`` for the journaled commit and ``modes`` f
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import time
 import uuid
 from collections.abc import Mapping
@@ -105,9 +107,27 @@ def write_json(fs, path: str, value: Mapping) -> None:
     parent, name = path.rsplit("/", 1)
     fs.makedirs(parent, exist_ok=True)
     tmp = f"{parent}/.{name}.{uuid.uuid4().hex}.tmp"
-    with fs.open(tmp, "w") as handle:
-        json.dump(value, handle, indent=2, sort_keys=True, default=str)
-    fs.mv(tmp, path)
+    try:
+        with fs.open(tmp, "w") as handle:
+            json.dump(value, handle, indent=2, sort_keys=True, default=str)
+        fs.mv(tmp, path)
+    except BaseException:  # a full disk: no half-written temporary is left behind
+        with contextlib.suppress(Exception):
+            if fs.exists(tmp):
+                fs.rm(tmp)
+        raise
+
+
+# The temporary names of ``write_json`` and ``schemas.atomic_open``: ``.NAME.<32 hex digits>.tmp``.
+TEMPORARY_NAME = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{32}\.tmp$")
+
+
+def leftover_temporaries(fs, folder: str) -> list[str]:
+    """The temporary files a killed writer left in ``folder`` (never a name any reader takes)."""
+    if not fs.exists(folder):
+        return []
+    names = [p.rsplit("/", 1)[-1] for p in fs.ls(folder, detail=False)]
+    return [f"{folder}/{n}" for n in names if TEMPORARY_NAME.match(n)]
 
 
 def load_manifest(output: str) -> dict | None:

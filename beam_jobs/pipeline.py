@@ -43,6 +43,10 @@ def build_graph(
         rows = stage(rows, "DedupByUrl", Deduplicate("url", earlier), has_stats=False)
     else:  # the URL grouping also spreads one big input file's rows over the workers; do that anyway
         rows = rows | "SpreadRows" >> beam.Reshuffle()
+    if (
+        config.dedup == "sha256" and config.input.image_path_column
+    ):  # one file is one content: before the reads
+        rows = stage(rows, "DedupByFile", Deduplicate("image_file"), has_stats=False)
     rows = stage(rows, "Parse", ParseCaptions(config.text))
     rows = stage(rows, "Fetch", FetchImages(config.fetch))
     if config.dedup == "sha256":

@@ -169,6 +169,8 @@ class FetchFn(TimedDoFn):
         start = time.perf_counter()
         if row.input.image is not None:  # img2dataset input: bytes in hand, decode only
             done = self._fetcher.submit_bytes(row, row.input.image, row.input.original_size)
+        elif row.input.image_file is not None:  # --image-path-column: read here, capped, in the pool
+            done = self._fetcher.submit_file(row, row.input.image_file)
         else:
             done = self._fetcher.submit(row, row.input.url)
         self.busy_s += time.perf_counter() - start

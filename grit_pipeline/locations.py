@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Sequence
 
+from grit_pipeline.markup import tag_character_problem
 from grit_pipeline.schemas.shard import Box  # the box type is the schema's; re-exported here
 
 NUM_PATCHES_PER_SIDE = 32  # Kosmos-2's P: 32 x 32 = 1,024 location tokens in the released vocabulary
@@ -71,17 +73,95 @@ def box_to_tokens(box: Box | Sequence[float], num_patches: int = NUM_PATCHES_PER
     return patch_token(ul) + patch_token(lr)
 
 
-def strip_offsets(text: str, start: int, end: int) -> tuple[int, int]:
-    """``[start, end)`` moved inwards past the whitespace at the edges of ``text[start:end]``.
+def _is_edge_character(char: str) -> bool:
+    """Whitespace, or an invisible format character (Unicode category Cf: ZWJ, ZWSP, bidi marks, BOM)."""
+    return char.isspace() or unicodedata.category(char) == "Cf"
 
-    The one rule for spans and phrases: they never start or end with whitespace. The arithmetic is
-    transformers' ``_cleanup_spaces``, so a whitespace-only range comes back with ``end < start``.
+
+def strip_offsets(text: str, start: int, end: int) -> tuple[int, int]:
+    """``[start, end)`` moved inwards past the whitespace and format characters at its edges.
+
+    The one rule for spans and phrases: they never start or end with whitespace, nor with an
+    invisible format character (Unicode category Cf): a lone zero-width joiner left over from an
+    emoji sequence, or a bidi mark whose pair would otherwise be split by a ``<phrase>`` tag, stays
+    outside the phrase. As transformers' ``_cleanup_spaces`` for whitespace, a range holding nothing
+    else comes back with ``end < start``.
 
     >>> strip_offsets("  a dog  on grass", 0, 9)
     (2, 7)
+    >>> strip_offsets("\u200fa dog\u200e on grass", 0, 7)
+    (1, 6)
     """
-    piece = text[start:end]
-    return start + len(piece) - len(piece.lstrip()), end - (len(piece) - len(piece.rstrip()))
+    first, last = start, end
+    while first < end and _is_edge_character(text[first]):
+        first += 1
+    while last > first and _is_edge_character(text[last - 1]):
+        last -= 1
+    if first == end:  # nothing but edge characters: transformers' arithmetic, end < start
+        return end, start
+    return first, last
+
+
+def has_word_character(text: str) -> bool:
+    """True when ``text`` holds a letter or a digit (Unicode categories L* and N*): what a phrase needs."""
+    return any(unicodedata.category(char)[0] in "LN" for char in text)
+
+
+_BIDI_OPENERS = {"\u202a": "\u202c", "\u202b": "\u202c", "\u202d": "\u202c", "\u202e": "\u202c"}
+_BIDI_OPENERS.update({"\u2066": "\u2069", "\u2067": "\u2069", "\u2068": "\u2069"})
+_BIDI_CLOSERS = frozenset(_BIDI_OPENERS.values())
+
+
+def _unmatched_bidi(text: str) -> list[int]:
+    """Positions in ``text`` of bidi controls whose pair is not inside ``text``."""
+    stack: list[tuple[str, int]] = []
+    unmatched = []
+    for i, char in enumerate(text):
+        if char in _BIDI_OPENERS:
+            stack.append((_BIDI_OPENERS[char], i))
+        elif char in _BIDI_CLOSERS:
+            if stack and stack[-1][0] == char:
+                stack.pop()
+            else:
+                unmatched.append(i)
+    return sorted(unmatched + [i for _, i in stack])
+
+
+def bidi_trimmed(text: str, start: int, end: int) -> tuple[int, int]:
+    """``[start, end)`` cut to its longest part that splits no bidi pair, edges then stripped.
+
+    >>> bidi_trimmed("a \u2067big dog\u2069 on", 0, 10)
+    (3, 10)
+    >>> bidi_trimmed("\u202bthe dog\u202c runs", 0, 14)
+    (1, 8)
+    """
+    start, end = strip_offsets(text, start, end)  # edge marks first: stripping one can unpair another
+    cuts = [start + i for i in _unmatched_bidi(text[start:end])]
+    if not cuts:
+        return start, end
+    bounds = [start - 1, *cuts, end]
+    pieces = [(bounds[i] + 1, bounds[i + 1]) for i in range(len(bounds) - 1)]
+    best = max(pieces, key=lambda piece: sum(has_word_character(c) for c in text[piece[0] : piece[1]]))
+    return strip_offsets(text, *best)
+
+
+def bidi_balanced(text: str) -> bool:
+    """True when every bidi embedding, override or isolate opened in ``text`` is closed in it and
+    nothing is closed that it did not open: a phrase cut from it leaves no pair split by a tag.
+
+    >>> bidi_balanced("\u202bthe dog\u202c"), bidi_balanced("the dog\u202c runs")
+    (True, False)
+    """
+    return not _unmatched_bidi(text)
+
+
+def phrase_problem(text: str) -> str | None:
+    """Why ``text`` (a span's text, edges stripped) cannot be a phrase, or None."""
+    if not has_word_character(text):
+        return "holds no letter or digit"
+    if not bidi_balanced(text):
+        return "splits a bidi embedding or isolate pair (its other half lies outside the span)"
+    return None
 
 
 def render_grounded_caption(
@@ -93,15 +173,16 @@ def render_grounded_caption(
 
     ``spans`` holds ``(start, end, boxes)`` with character offsets into ``caption``; spans without
     boxes are left as plain text. Whitespace at a span's edges (possible in GRIT-20M rows) is left
-    outside its ``<phrase>`` tags, so a phrase never starts or ends with whitespace. Raises ValueError
-    on overlapping, out-of-range or whitespace-only spans, and on captions holding ``<`` or ``>``,
-    which the Kosmos-2 format cannot carry.
+    outside its ``<phrase>`` tags, so a phrase never starts or ends with whitespace (nor with a format
+    character, see ``strip_offsets``). Raises ValueError on overlapping or out-of-range spans, on
+    spans without a letter or digit or splitting a bidi pair, and on captions holding ``<`` or ``>`` or a character that NFKC
+    turns into one (``markup``), which the Kosmos-2 format cannot carry.
 
     >>> render_grounded_caption("a dog on grass", [(0, 5, [(0.1, 0.2, 0.5, 0.9)])])
     '<grounding><phrase>a dog</phrase><object><patch_index_0195><patch_index_0912></object> on grass'
     """
-    if "<" in caption or ">" in caption:
-        raise ValueError(f"caption holds '<' or '>', which the grounded format cannot carry: {caption!r}")
+    if (problem := tag_character_problem(caption)) is not None:
+        raise ValueError(f"caption {problem}: {caption[:200]!r}")
     grounded = sorted(((s, e, b) for s, e, b in spans if len(b) > 0), key=lambda item: (item[0], item[1]))
     parts, cursor = [GROUNDING], 0
     for start, end, boxes in grounded:
@@ -109,11 +190,11 @@ def render_grounded_caption(
             raise ValueError(
                 f"span ({start}, {end}) is empty or outside a caption of {len(caption)} characters"
             )
-        if not caption[start:end].strip():
-            raise ValueError(f"span ({start}, {end}) holds only whitespace, which cannot be a phrase")
         if start < cursor:
             raise ValueError(f"span ({start}, {end}) overlaps the span before it (which ends at {cursor})")
         phrase_start, phrase_end = strip_offsets(caption, start, end)
+        if (problem := phrase_problem(caption[phrase_start:phrase_end])) is not None:
+            raise ValueError(f"span ({start}, {end}) {caption[start:end]!r} {problem}: it cannot be a phrase")
         objects = DELIMITER.join(box_to_tokens(box, num_patches) for box in boxes)
         parts += [caption[cursor:phrase_start], PHRASE_OPEN, caption[phrase_start:phrase_end], PHRASE_CLOSE]
         parts += [OBJECT_OPEN, objects, OBJECT_CLOSE, caption[phrase_end:end]]

@@ -3,8 +3,10 @@
 Everything is a character span into the caption exactly as given (Python string offsets, so code
 points, not bytes: non-ASCII captions need no special handling). The caption is stored as given, not
 normalised, so the offsets point into the stored caption; a span never starts or ends with
-whitespace (spaCy keeps runs of spaces and newlines as tokens, which can sit at a chunk's or a
-subtree's edge: they are trimmed off). GRIT_SPEC.md section 1 gives the rules:
+whitespace or an invisible format character (spaCy keeps runs of spaces and newlines as tokens,
+and zero-width joiners or bidi marks inside tokens, which can sit at a chunk's or a subtree's edge:
+they are trimmed off), and a chunk without a letter or digit (a lone joiner of an emoji sequence)
+or holding half of a bidi pair is no phrase (``locations.phrase_problem``). GRIT_SPEC.md section 1 gives the rules:
 
 1. noun chunks are spaCy's ``doc.noun_chunks``;
 2. a chunk whose root lemma (lower-cased) is in the abstract-noun list is dropped;
@@ -19,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grit_pipeline.locations import strip_offsets
+from grit_pipeline.locations import bidi_trimmed, phrase_problem
 
 # The abstract nouns published by the Kosmos-2 authors. "image" and the like are deliberately absent.
 ABSTRACT_NOUNS: frozenset[str] = frozenset(
@@ -72,8 +74,9 @@ class CharSpan:
 
 
 def stripped_span(caption: str, start: int, end: int) -> CharSpan:
-    """The span ``[start, end)`` of ``caption`` without the whitespace at its edges."""
-    return CharSpan(*strip_offsets(caption, start, end))
+    """The span ``[start, end)`` of ``caption`` without the whitespace or format characters at its
+    edges, cut where it would split a bidi pair (``locations.bidi_trimmed``)."""
+    return CharSpan(*bidi_trimmed(caption, start, end))
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,7 @@ class RefExp:
 
 @dataclass(frozen=True)
 class Dropped:
-    """A noun chunk or expression that was removed, and why (``abstract_noun`` or ``contained``)."""
+    """A noun chunk or expression that was removed, and why (``abstract_noun``, ``not_a_phrase`` or ``contained``)."""
 
     span: CharSpan
     reason: str
@@ -207,13 +210,21 @@ def parse_doc(doc, abstract_nouns: frozenset[str] = ABSTRACT_NOUNS) -> ParsedCap
     chunks, ref_exps, dropped = [], [], []
     for chunk in doc.noun_chunks:
         span = stripped_span(caption, chunk.start_char, chunk.end_char)
+        if span.end <= span.start or phrase_problem(span.text(caption)) is not None:
+            # e.g. a zero-width joiner or an emoji alone, or half of a bidi pair: no phrase
+            dropped.append(Dropped(span, "not_a_phrase"))
+            continue
         if chunk.root.lemma_.lower() in abstract_nouns or chunk.root.text.lower() in abstract_nouns:
             dropped.append(Dropped(span, "abstract_noun"))
             continue
         chunks.append(span)
-        ref_exps.append(RefExp(expand_chunk(doc, chunk), span))
+        expression = expand_chunk(doc, chunk)
+        if phrase_problem(expression.text(caption)) is not None:  # the subtree cuts a bidi pair
+            expression = span
+        ref_exps.append(RefExp(expression, span))
     if not chunks:
-        reason = "abstract_nouns_only" if dropped else "no_noun_chunk"
+        abstract = any(d.reason == "abstract_noun" for d in dropped)
+        reason = "abstract_nouns_only" if abstract else "no_noun_chunk"
         return ParsedCaption(caption, dropped=tuple(dropped), reject_reason=reason)
     kept_spans, contained = containment_filter(r.span for r in ref_exps)
     kept_set = set(kept_spans)

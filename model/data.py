@@ -16,6 +16,7 @@ image ``<key>.<ext>`` anywhere below it).
 
 from __future__ import annotations
 
+import logging
 import random
 from collections import Counter, OrderedDict
 from collections.abc import Iterator
@@ -33,6 +34,8 @@ from grit_pipeline.schemas.reader import list_shard_files, read_shard
 from grit_pipeline.schemas.shard import IMAGE_COLUMNS, image_bytes
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+LOGGER = logging.getLogger(__name__)
+NAMED_SKIPS_PER_REASON = 10  # skipped rows named in the log per reason and reader; the rest only counted
 
 
 @dataclass(frozen=True)
@@ -170,6 +173,7 @@ class ShardBatches(IterableDataset):
         """``(global batch index, batch, skipped rows by reason)``; batch is None when no row was usable."""
         reader, readers = self._mine()
         rows = ShardRows(self.paths, self.stream.images, self.stream.cached_shards)
+        self._named: Counter[str] = Counter()
         size = self.stream.batch_size
         pending: list[Example | None] = []
         skipped: Counter[str] = Counter()
@@ -191,12 +195,17 @@ class ShardBatches(IterableDataset):
         self, rows: ShardRows, position: int, shard: int, row: int, skipped: Counter
     ) -> Example | None:
         rng = random.Random(f"{self.stream.seed}:{position}")
+        record = rows.get(shard, row)
         try:
-            return make_example(rows.get(shard, row), self.processor, self.text, self.num_slots, rng)
+            return make_example(record, self.processor, self.text, self.num_slots, rng)
         except SkipRow as err:
             # A batch shrinks by its unusable rows rather than pulling replacements, which would
             # make the stream position depend on what was skipped.
-            skipped[skip_reason(err)] += 1
+            reason = skip_reason(err)
+            skipped[reason] += 1
+            self._named[reason] += 1
+            if self._named[reason] <= NAMED_SKIPS_PER_REASON:
+                LOGGER.warning("skipped %s row %d key %r: %s", self.paths[shard], row, record.get("key"), err)
             return None
 
 

@@ -25,6 +25,7 @@ import torch
 from grit_pipeline.assemble import select_grounding_spans
 from grit_pipeline.locations import NUM_PATCHES_PER_SIDE, patch_token
 from grit_pipeline.model.checkpoint import load_training_config, resolve_checkpoint
+from grit_pipeline.model.config_bounds import bounded_config, location_grid
 from grit_pipeline.model.data import ImageFolder, collate
 from grit_pipeline.model.examples import IGNORE_INDEX, ExampleConfig, SkipRow, make_example
 from grit_pipeline.model.referring import GenerationConfig, Query, answer, best_iou
@@ -56,16 +57,17 @@ def load_checkpoint(path: str | Path):
 
     local = Path(path).exists()
     checkpoint = resolve_checkpoint(path) if local else str(path)
+    saved = load_training_config(checkpoint) if local else {}
+    config = bounded_config(checkpoint, local)  # before anything is built from it
     try:
-        model = Kosmos2ForConditionalGeneration.from_pretrained(checkpoint).eval()
+        model = Kosmos2ForConditionalGeneration.from_pretrained(checkpoint, config=config).eval()
         processor = load_processor(str(checkpoint))
     except OSError as err:
         raise OSError(f"cannot load the checkpoint {path}: {str(err).splitlines()[0]}") from err
     except Exception as err:  # a truncated or corrupt weights file raises the reader's own error types
         raise ValueError(f"cannot load the checkpoint {path} (truncated or corrupt?): {err}") from err
-    saved = load_training_config(checkpoint) if local else {}
     grid = getattr(model.config, "location_grid", None) or saved.get("location_grid") or NUM_PATCHES_PER_SIDE
-    return model, processor, int(grid)
+    return model, processor, location_grid(grid)
 
 
 def iter_records(data: str, images: str | None = None, limit: int | None = None) -> Iterator[dict]:

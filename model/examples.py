@@ -10,6 +10,7 @@ grounded with probability ``p_grounded``, else as the plain caption. The sequenc
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, replace
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from grit_pipeline.assemble import select_grounding_spans
 from grit_pipeline.locations import render_grounded_caption
+from grit_pipeline.markup import tag_character_problem
 from grit_pipeline.model.images import decode_image, render, to_pixel_values, window_for
 from grit_pipeline.schemas.shard import GroundedSpan, group_by_span, spans_from_column
 
@@ -56,17 +58,39 @@ class Example:
 
 
 class SkipRow(ValueError):
-    """A row that cannot become an example (no image, undecodable, tags in the caption)."""
+    """A row that cannot become an example (no image, undecodable, tags in the caption, a bad span).
+
+    The message starts with the reason, then ``:`` and the details; rows are counted by reason.
+    """
 
 
-def visible_spans(column, window, min_score: float) -> list[GroundedSpan]:
+def checked_spans(column, caption: str) -> list[GroundedSpan]:
+    """The typed spans of a span cell, or SkipRow ``bad span`` naming the first broken one.
+
+    Checked whether or not the row is used grounded, so a broken row is skipped every time rather
+    than only when the draw picks grounded text: seven finite numbers, integer offsets (never
+    truncated: ``[0.5, 5.5)`` is refused), ``0 <= start < end <= len(caption)``.
+    """
+    for i, values in enumerate(column or ()):
+        if values is None or len(values) != 7 or any(v is None or not math.isfinite(v) for v in values):
+            raise SkipRow(f"bad span: span {i} is {values}, expected 7 finite numbers")
+        start, end = values[0], values[1]
+        if start != int(start) or end != int(end) or not 0 <= start < end <= len(caption):
+            raise SkipRow(
+                f"bad span: span {i} [{start}, {end}) is not a non-empty integer range inside the "
+                f"caption ({len(caption)} characters)"
+            )
+    return spans_from_column(column)
+
+
+def visible_spans(column: list[GroundedSpan], window, min_score: float) -> list[GroundedSpan]:
     """Spans above ``min_score`` with their boxes projected into ``window`` (under 20 % visible: dropped).
 
     The containment filter runs after this, as in the original loader (threshold, crop, then
     containment): an expression whose container was cropped away is kept.
     """
     visible = []
-    for span in spans_from_column(column):
+    for span in column:
         projected = window.project(span.box) if span.score >= min_score else None
         if projected is not None and projected.is_valid():
             visible.append(replace(span, box=projected))
@@ -76,15 +100,21 @@ def visible_spans(column, window, min_score: float) -> list[GroundedSpan]:
 def form_text(row: dict, window, config: ExampleConfig, rng: random.Random) -> str:
     """The training text of a row: grounded (with location tokens) or the plain caption."""
     caption = row["caption"]
-    if "<" in caption or ">" in caption:
-        raise SkipRow("caption holds '<' or '>', which would read as Kosmos-2 tags")
+    if not isinstance(caption, str):
+        raise SkipRow(f"no caption: got {caption!r}")
+    if (problem := tag_character_problem(caption)) is not None:
+        raise SkipRow(f"caption holds a tag character: caption {problem}")
+    typed = checked_spans(row.get(config.spans_column), caption)
     if rng.random() >= config.p_grounded:
         return caption
-    kept = select_grounding_spans(visible_spans(row.get(config.spans_column), window, config.min_score))
+    kept = select_grounding_spans(visible_spans(typed, window, config.min_score))
     spans = [(start, end, [s.box for s in group]) for (start, end), group in group_by_span(kept).items()]
     if not spans:  # nothing survived threshold and crop: the caption is still a plain example
         return caption
-    return render_grounded_caption(caption, spans, config.location_grid)
+    try:
+        return render_grounded_caption(caption, spans, config.location_grid)
+    except ValueError as err:  # e.g. a span without a letter or digit: the row, not the run, fails
+        raise SkipRow(f"bad span: {err}") from err
 
 
 def encode_text(

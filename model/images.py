@@ -15,12 +15,14 @@ True
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
+from grit_pipeline.fetch.config import FetchConfig
+from grit_pipeline.fetch.formats import check_pixel_count, open_header
+from grit_pipeline.fetch.results import FetchError
 from grit_pipeline.locations import Box
 
 CROP_MODES = ("centre-crop", "square")
@@ -74,10 +76,14 @@ def window_for(mode: str, width: int, height: int) -> Window:
 
 
 def decode_image(data: bytes) -> Image.Image:
-    """RGB image from encoded bytes; raises ValueError on undecodable data."""
-    try:
-        image = Image.open(io.BytesIO(data))
+    """RGB image from encoded bytes; raises ValueError on undecodable data, on formats the build
+    does not decode (``fetch.formats``) and on images over the build's pixel limit."""
+    try:  # the fetch stage's allow-list of formats and its pixel limit, read before decoding
+        image = open_header(data, FetchConfig.max_pixels)
+        check_pixel_count(*image.size, FetchConfig.max_pixels)
         return image.convert("RGB")
+    except FetchError as err:
+        raise ValueError(f"undecodable image ({len(data)} bytes): {err.failure.reason}: {err}") from err
     except (OSError, Image.DecompressionBombError) as err:
         raise ValueError(f"undecodable image ({len(data)} bytes): {err}") from err
 

@@ -27,6 +27,7 @@ from grit_pipeline.model.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from grit_pipeline.model.config_bounds import bounded_config
 from grit_pipeline.model.data import ShardBatches, StreamConfig, make_loader, require_usable_row
 from grit_pipeline.model.distributed import Dist, init_distributed, wrap
 from grit_pipeline.model.examples import ExampleConfig
@@ -95,7 +96,9 @@ def build_processor_and_model(config: TrainConfig):
         from transformers import Kosmos2ForConditionalGeneration
 
         processor = load_processor(config.init_from)
-        model = Kosmos2ForConditionalGeneration.from_pretrained(config.init_from)
+        model = Kosmos2ForConditionalGeneration.from_pretrained(
+            config.init_from, config=bounded_config(config.init_from, Path(config.init_from).exists())
+        )
         # A checkpoint of ours carries its grid; the released model uses Kosmos-2's P = 32.
         saved = load_training_config(Path(config.init_from)) if Path(config.init_from).is_dir() else {}
         return processor, model, config.location_grid or saved.get("location_grid") or 32
@@ -127,8 +130,9 @@ def restore(config: TrainConfig):
     saved = TrainConfig(**load_training_config(checkpoint))
     saved = replace(saved, out=config.out, max_steps=config.max_steps, max_minutes=config.max_minutes)
     state = load_trainer_state(checkpoint)
+    bounded = bounded_config(checkpoint, True)  # before anything is built from it
     try:
-        model = Kosmos2ForConditionalGeneration.from_pretrained(checkpoint)
+        model = Kosmos2ForConditionalGeneration.from_pretrained(checkpoint, config=bounded)
     except Exception as err:  # a truncated weights file raises the safetensors reader's own errors
         raise ValueError(f"cannot load the weights of {checkpoint} (truncated or corrupt?): {err}") from err
     return saved, load_processor(str(checkpoint)), model, state

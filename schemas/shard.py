@@ -8,6 +8,7 @@ floats), so a GRIT-20M file and one of our shards read the same way.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -123,6 +124,10 @@ def spans_from_column(rows: Iterable[Sequence[float]] | None) -> list[GroundedSp
         if len(row) != 7:
             raise ValueError(f"a span row has 7 numbers [start, end, x1, y1, x2, y2, score], got {list(row)}")
         start, end, x1, y1, x2, y2, score = row
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (start, end)) or (
+            start != int(start) or end != int(end)
+        ):  # never truncated: [0.5, 5.5) is no span of whole characters
+            raise ValueError(f"a span's start and end must be whole numbers, got [{start}, {end})")
         spans.append(GroundedSpan(int(start), int(end), Box(x1, y1, x2, y2), float(score)))
     return spans
 

@@ -14,9 +14,11 @@ from grit_pipeline.locations import (
     box_to_tokens,
     cells_to_box,
     parse_grounded_caption,
+    phrase_problem,
     render_grounded_caption,
     strip_offsets,
 )
+from grit_pipeline.markup import tag_character
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +116,7 @@ def test_cells_to_box_agrees_with_transformers(ul, lr):
 # Captions without the format's reserved characters; words and spaces so spans can be drawn from them.
 caption_text = st.text(
     alphabet=st.characters(blacklist_characters="<>", blacklist_categories=("Cs",)), min_size=1, max_size=60
-)
+).filter(lambda text: tag_character(text) is None)  # no bracket, nor a look-alike NFKC turns into one
 
 
 @st.composite
@@ -123,7 +125,7 @@ def captions_with_spans(draw):
     cuts = sorted(draw(st.lists(st.integers(0, len(caption)), max_size=8, unique=True)))
     spans = []
     for start, end in zip(cuts[::2], cuts[1::2]):
-        if caption[start:end].strip():
+        if phrase_problem(caption[slice(*strip_offsets(caption, start, end))]) is None:
             spans.append((start, end, draw(st.lists(valid_boxes(), min_size=1, max_size=3))))
     return caption, spans
 
@@ -139,9 +141,10 @@ def test_render_then_parse_returns_spans_and_boxes(example):
     shift = len(caption) - len(caption.lstrip())
     assert len(entities) == len(spans)
     for (name, (start, end), boxes), (s, e, b) in zip(entities, spans):
-        assert name == caption[s:e].strip()
+        phrase_start, phrase_end = strip_offsets(caption, s, e)  # whitespace and Cf characters stay outside
+        assert name == caption[phrase_start:phrase_end]
         assert clean[start:end] == name
-        assert start == s - shift + (len(caption[s:e]) - len(caption[s:e].lstrip()))
+        assert start == phrase_start - shift
         assert len(boxes) == len(b)
         for got, want in zip(boxes, b):
             assert all(abs(g - w) <= 1 / 32 + 1e-9 for g, w in zip(got, want.as_tuple()))
@@ -157,7 +160,7 @@ def test_render_orders_spans_and_rejects_overlaps():
         render_grounded_caption(caption, [(0, 5, [box]), (2, 9, [box])])
     with pytest.raises(ValueError, match="outside"):
         render_grounded_caption(caption, [(10, 99, [box])])
-    with pytest.raises(ValueError, match="whitespace"):
+    with pytest.raises(ValueError, match="no letter or digit"):
         render_grounded_caption(caption, [(5, 6, [box])])
     with pytest.raises(ValueError, match="'<' or '>'"):
         render_grounded_caption("a <b> tag", [(0, 1, [box])])
@@ -194,6 +197,12 @@ def _normalise_whitespace(text: str) -> str:
 def test_matches_kosmos2_processor_patch_token_insertion(kosmos2_processor, example):
     caption, spans = example
     assume(all(c != "\n" for c in caption))
+    # transformers tags the span as given; ours keeps format characters (Cf) at its edges outside
+    spans = [
+        (s, e, boxes)
+        for s, e, boxes in spans
+        if caption[s:e].strip() == caption[slice(*strip_offsets(caption, s, e))]
+    ]
     spans = [(s, e, [b for b in boxes if _formulas_agree(b)]) for s, e, boxes in spans]
     spans = [(s, e, b) for s, e, b in spans if b]
     tagged, cursor = [], 0

@@ -5,13 +5,14 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from grit_pipeline import reasons
+
 # Resize modes that keep the whole picture: boxes normalised by the original size stay valid.
 # img2dataset's center_crop and border would move or cut the content the boxes point at.
 BOX_SAFE_RESIZE_MODES = ("no", "keep_ratio", "keep_ratio_largest")
-# Failures worth another attempt (and worth `grit build --retry-rejects` later).
-TRANSIENT_REASONS = frozenset(
-    {"timeout", "connection_error", "http_408", "http_429"} | {f"http_{c}" for c in range(500, 600)}
-)
+# Failures worth another attempt (and worth `grit build --retry-rejects` later): the table of every
+# reject reason (``grit_pipeline.reasons``, and the README's copy of it) says which.
+TRANSIENT_REASONS = reasons.TRANSIENT_REASONS
 
 
 @dataclass(frozen=True)

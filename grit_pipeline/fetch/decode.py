@@ -1,6 +1,7 @@
 """Downloaded bytes -> a checked ``FetchedImage``: 8-bit RGB, in the displayed frame, resized once.
 
-The header is read before any pixel is decoded: the pixel count (decompression bombs), the
+Only the formats of ``formats`` are opened (others are ``unsupported_format``), each by its own
+Pillow plugin. The header is read before any pixel is decoded: the pixel count (decompression bombs), the
 degenerate shapes the detector cannot take (``min_side_px``, ``max_aspect_ratio``) and the EXIF
 orientation. The pixels are then decoded once, at reduced size when the target allows it (see
 ``resize``), converted to 8-bit RGB (``pixels``), resized, turned into the displayed frame and
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import io
 import os
 import warnings
 from dataclasses import dataclass, replace
@@ -24,6 +24,7 @@ from PIL import Image, UnidentifiedImageError
 
 from grit_pipeline.fetch import pixels
 from grit_pipeline.fetch.config import FetchConfig
+from grit_pipeline.fetch.formats import open_header
 from grit_pipeline.fetch.resize import ResizePolicy, dct_scale, resample
 from grit_pipeline.fetch.results import FetchedImage, FetchError, FetchFailure
 
@@ -77,7 +78,7 @@ def make_resizer(config: FetchConfig) -> ResizePolicy:
 def read_header(data: bytes, config: FetchConfig) -> Header:
     """The checked header; rejects non-images, bombs and degenerate shapes without decoding pixels."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with open_header(data, config.max_pixels) as image:  # the allow-list, WebP's size checked
             header = Header(image.format, image.mode, image.size, pixels.orientation(image))
     except Image.DecompressionBombError as err:
         raise FetchError("too_many_pixels", str(err)) from err
@@ -135,7 +136,7 @@ def decode_rgb(data: bytes, header: Header, scale: int = 1) -> np.ndarray:
             raise FetchError("not_an_image", "cannot decode the JPEG data")
         return rgb
     try:  # everything else, and JPEGs that may be truncated (OpenCV would fill them in grey)
-        with Image.open(io.BytesIO(data)) as image:
+        with open_header(data, _NO_LIMITS.max_pixels) as image:  # its header checked by read_header
             if scale > 1:
                 width, height = header.stored_size
                 image.draft("RGB", (width // scale, height // scale))
@@ -155,7 +156,7 @@ def _ends_complete(data: bytes) -> bool:
 def check_pixels(data: bytes) -> None:
     """Decode all of the image's data at the smallest scale, so truncated or corrupt files fail."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with open_header(data, _NO_LIMITS.max_pixels) as image:  # its header checked by read_header
             image.draft(None, (1, 1))  # a JPEG is then decoded at 1/8 scale: entropy data all read
             image.load()
     except (OSError, ValueError, SyntaxError) as err:

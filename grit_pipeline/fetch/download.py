@@ -21,6 +21,24 @@ _USER_AGENT = "Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:72.0) Gecko/20100101 F
 _CHUNK_BYTES = 1 << 16
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 10  # as urllib and browsers (Chrome allows 20)
+MAX_INFORMATIONAL = 8  # 1xx answers (103 Early Hints) skipped before the real one; more is a broken server
+
+
+class _Response(http.client.HTTPResponse):
+    """http.client's response, skipping every informational answer before the final one.
+
+    http.client skips ``100 Continue`` only: a ``103 Early Hints`` (sent by CDNs before a 200) would
+    come back as the response. Like browsers, its headers are read and dropped (``101`` is not
+    informational here: we never ask to switch protocols, so it stays an answer, refused as http_101).
+    """
+
+    def _read_status(self):
+        for _ in range(MAX_INFORMATIONAL):
+            version, status, reason = super()._read_status()
+            if not (102 <= status < 200):
+                return version, status, reason
+            http.client._read_headers(self.fp)  # bounded: at most 100 header lines of 64 KiB
+        raise http.client.HTTPException(f"more than {MAX_INFORMATIONAL} informational (1xx) answers")
 
 
 class RetryLater(FetchError):
@@ -51,9 +69,18 @@ def _http_error(response: http.client.HTTPResponse, url: ParsedUrl) -> FetchErro
     return FetchError(reason, error, reason in TRANSIENT_REASONS)
 
 
+def declared_length(response: http.client.HTTPResponse) -> int | None:
+    """The Content-Length in bytes when it is plain ASCII digits (``²`` passes ``str.isdigit``), else None.
+
+    http.client reads an unreadable value as "no length" too, so the body is then read to its end.
+    """
+    value = (response.headers.get("Content-Length") or "").strip()
+    return int(value) if value.isascii() and value.isdigit() else None
+
+
 def _read_capped(response: http.client.HTTPResponse, config: FetchConfig) -> bytes:
-    declared = response.headers.get("Content-Length")
-    if declared and declared.isdigit() and int(declared) > config.max_bytes:
+    declared = declared_length(response)
+    if declared is not None and declared > config.max_bytes:
         raise FetchError("file_too_large", f"Content-Length {declared} > max {config.max_bytes} bytes")
     chunks, total = [], 0
     while chunk := response.read1(_CHUNK_BYTES):
@@ -61,6 +88,12 @@ def _read_capped(response: http.client.HTTPResponse, config: FetchConfig) -> byt
         if total > config.max_bytes:
             raise FetchError("file_too_large", f"more than max {config.max_bytes} bytes")
         chunks.append(chunk)
+    if declared is not None and total < declared:  # the server closed part-way: worth another try
+        raise FetchError(
+            "truncated_body",
+            f"the body ended after {total} of the {declared} bytes its Content-Length declared",
+            transient=True,
+        )
     return b"".join(chunks)
 
 
@@ -103,11 +136,33 @@ def _exchange(
     sock = connection.sock
     try:
         connection.sock = DeadlineSocket(sock, deadline)
+        connection.response_class = _Response
         _send_request(connection, url, config)
         return _outcome(connection.getresponse(), url, config, robots_check)
     finally:
         connection.close()
         sock.close()
+
+
+def _refuse_if_paused_past(limiter, host: str, config: FetchConfig, row_deadline_s: float | None) -> None:
+    """``host_paused`` (no request sent) when the host's Retry-After pause outlasts this row's time.
+
+    Waiting would spend the row's whole time in the queue and then blame a ``timeout`` on a server
+    that was never asked; the row is transient instead, for a retry or ``--retry-rejects``.
+    """
+    paused_s = limiter.paused_s(host)
+    if paused_s <= 0:
+        return
+    left_s = min(
+        config.timeout_s, (row_deadline_s - time.monotonic()) if row_deadline_s else config.timeout_s
+    )
+    if paused_s >= left_s:
+        raise RetryLater(
+            "host_paused",
+            f"no request sent: {host} asked every client to wait (Retry-After), {paused_s:.1f} s of "
+            f"that pause remain and this row has {max(left_s, 0.0):.1f} s",
+            paused_s,
+        )
 
 
 def download(url: str, config: FetchConfig, opener: Opener, row_deadline_s: float | None = None) -> bytes:
@@ -121,6 +176,7 @@ def download(url: str, config: FetchConfig, opener: Opener, row_deadline_s: floa
     limiter = host_limiter(config.max_host_connections, config.max_host_requests_per_s)
     deadline = None
     for _ in range(MAX_REDIRECTS + 1):
+        _refuse_if_paused_past(limiter, target.host, config, row_deadline_s)
         with limiter.slot(target.host):
             deadline = deadline or Deadline.after(config.timeout_s, row_deadline_s)
             try:

@@ -21,11 +21,12 @@ _FORGET_AFTER_HOSTS = 10_000  # sweep idle hosts once this many are remembered
 
 
 class _Host:
-    __slots__ = ("active", "next_s")
+    __slots__ = ("active", "next_s", "paused_until_s")
 
     def __init__(self, now_s: float):
         self.active = 0  # connections open now
         self.next_s = now_s  # theoretical arrival time of the next request (GCRA)
+        self.paused_until_s = 0.0  # monotonic time the host's Retry-After pause ends
 
 
 class HostLimiter:
@@ -83,6 +84,12 @@ class HostLimiter:
             now_s = time.monotonic()
             state = self._hosts.setdefault(host, _Host(now_s))
             state.next_s = max(state.next_s, now_s + seconds + self._burst_s)
+            state.paused_until_s = max(state.paused_until_s, now_s + seconds)
+
+    def paused_s(self, host: str) -> float:
+        """Seconds left of ``host``'s Retry-After pause (0 when it is not paused)."""
+        state = self._hosts.get(host)  # a lock-free read of one float
+        return max(0.0, state.paused_until_s - time.monotonic()) if state is not None else 0.0
 
 
 _LIMITERS: dict[tuple[int, float], HostLimiter] = {}

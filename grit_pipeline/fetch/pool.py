@@ -16,6 +16,16 @@ from grit_pipeline.fetch.guard import AddressPolicy, build_opener
 from grit_pipeline.fetch.results import FetchedImage, FetchError, FetchFailure
 
 
+def read_one(source, config: FetchConfig, resizer, slots) -> FetchedImage | FetchFailure:
+    """Read a local file (anything with ``read(max_bytes) -> bytes``, e.g. ``inputs.ImageFile``),
+    capped by ``config.max_bytes``, then check and decode it."""
+    try:
+        data = source.read(config.max_bytes)
+    except FetchError as err:
+        return err.failure
+    return decode_one(data, config, resizer, slots)
+
+
 def fetch_one(url: str, config: FetchConfig, opener, resizer, slots) -> FetchedImage | FetchFailure:
     """Download (with retries), check and decode one URL; failures come back as values."""
     try:
@@ -29,7 +39,7 @@ def fetch_one(url: str, config: FetchConfig, opener, resizer, slots) -> FetchedI
 class Fetcher:
     """Downloads and decodes in a thread pool (OpenCV releases the GIL), with bounded work in flight.
 
-    ``submit(tag, url)`` (or ``submit_bytes`` for bytes in hand) returns the finished
+    ``submit(tag, url)`` (``submit_bytes`` for bytes in hand, ``submit_file`` for a local file) returns the finished
     ``(tag, FetchedImage | FetchFailure)`` pairs that are ready, blocking while too much is in
     flight; ``drain()`` returns the rest.
     """
@@ -63,6 +73,12 @@ class Fetcher:
             self._pool.submit(
                 decode_one, data, self.config, self._resizer, self._decode_slots, original_size
             ),
+        )
+
+    def submit_file(self, tag: Any, source) -> list[tuple[Any, FetchedImage | FetchFailure]]:
+        """A local file (``--image-path-column``): read in the pool, within ``--max-bytes``, then decoded."""
+        return self._track(
+            tag, self._pool.submit(read_one, source, self.config, self._resizer, self._decode_slots)
         )
 
     def _track(self, tag: Any, future: Future) -> list[tuple[Any, FetchedImage | FetchFailure]]:

@@ -68,7 +68,9 @@ class InputRow:
     url: str | None
     caption: str | None
     source: str  # the input file it came from
-    image: bytes | None = None  # already-downloaded bytes (img2dataset inputs, --image-path-column)
+    image: bytes | None = None  # already-downloaded bytes (img2dataset inputs)
+    # An --image-path-column file (``image_files.ImageFile``), located and checked; read by the fetch stage.
+    image_file: Any = None
     original_size: tuple[int, int] | None = None  # recorded by img2dataset before it resized
     sha256: str | None = None
     fields: dict[str, Any] = field(default_factory=dict)  # pass-through shard columns and --keep-columns

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from grit_pipeline.fetch.formats import open_header
+
 FILL_RGB = (128, 128, 128)
 RESTORED_JPEG_QUALITY = 95
 WHITE_MIN = 235  # darkest grey level JPEG (quality 95) leaves in img2dataset's white (255) padding  # what img2dataset's centre crop cut away: unknown, drawn mid-grey
@@ -124,8 +126,8 @@ def restore_frame(data: bytes, plan: Restore) -> bytes | None:
 
 def stored_size(data: bytes) -> tuple[int, int] | None:
     """Width and height from the image header (no pixels decoded); None when it is not an image."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
+    try:  # only the decoded formats are opened (an ICO would decode inside ``Image.open``)
+        with open_header(data, max_pixels=2**62) as image:
             return image.size
-    except Exception:  # PIL raises many types for bad bytes; the fetch stage rejects them with a reason
+    except Exception:  # not an image or not a decoded format: the fetch stage rejects it with a reason
         return None

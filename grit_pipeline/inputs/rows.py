@@ -21,7 +21,7 @@ from grit_pipeline.inputs.config import (
     InputRow,
 )
 from grit_pipeline.inputs.frames import plan_restore, restore_frame, stored_size
-from grit_pipeline.inputs.image_files import image_root, read_image_file
+from grit_pipeline.inputs.image_files import image_root, locate_image_file
 from grit_pipeline.schemas.rejects import as_text
 from grit_pipeline.schemas.shard import image_column
 
@@ -141,10 +141,7 @@ def _original_size(record: dict) -> tuple[int, int] | None:
 
 
 def _image(record: dict, where: Where, config: InputConfig) -> tuple[bytes | None, Problem | None]:
-    """Where the pixels come from: a local file, img2dataset's bytes, or (None) the URL, downloaded later."""
-    if config.image_path_column:
-        root = image_root(where.path, config.image_root)
-        return read_image_file(record.get(config.image_path_column), root)
+    """Where the pixels come from: img2dataset's bytes, or (None) the URL, downloaded later."""
     if where.fmt == "img2dataset":
         return _img2dataset_image(record, config)
     if not record.get(config.url_column):
@@ -164,7 +161,12 @@ def to_row(record: dict, where: Where, config: InputConfig) -> InputRow:
         or pass_problem
         or keep_problem
     )
-    image, image_problem = _image(record, where, config) if problem is None else (None, None)
+    image, image_file, image_problem = None, None, None
+    if problem is None and config.image_path_column:  # located now, read by the fetch stage
+        root = image_root(where.path, config.image_root)
+        image_file, image_problem = locate_image_file(record.get(config.image_path_column), root)
+    elif problem is None:
+        image, image_problem = _image(record, where, config)
     caption = record.get(config.caption_column, record.get("txt") if where.fmt == "img2dataset" else None)
     return InputRow(
         key=key,
@@ -172,6 +174,7 @@ def to_row(record: dict, where: Where, config: InputConfig) -> InputRow:
         caption=as_text(caption),
         source=where.path,
         image=image,
+        image_file=image_file,
         original_size=_original_size(record) if image is not None else None,
         sha256=as_text(record.get("sha256")) if image is not None else None,
         fields={**fields, **kept},

@@ -7,7 +7,6 @@ after the containment filter, each with its boxes, the boxes within one location
 
 from __future__ import annotations
 
-import io
 import math
 import warnings
 
@@ -15,8 +14,10 @@ import pyarrow as pa
 from PIL import Image
 
 from grit_pipeline.assemble import select_grounding_spans
-from grit_pipeline.fetch import FetchConfig
+from grit_pipeline.fetch import FetchConfig, FetchError
+from grit_pipeline.fetch.formats import open_header
 from grit_pipeline.locations import NUM_PATCHES_PER_SIDE, parse_grounded_caption, strip_offsets
+from grit_pipeline.markup import tag_character_problem
 from grit_pipeline.schemas import (
     SCHEMA_KEY,
     SHARD_SCHEMA,
@@ -135,7 +136,12 @@ def image_header(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
     try:
         with warnings.catch_warnings():  # Pillow's own bomb warning: our limit is the one reported
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = open_header(data, max_pixels)  # the build's formats only (an ICO decodes in open)
+    except FetchError as err:
+        if err.failure.reason == "too_many_pixels":
+            raise ImageProblem(f"image is over the limit of {max_pixels:,} pixels: {err}") from err
+        verb = "is not decoded" if err.failure.reason == "unsupported_format" else "does not decode"
+        raise ImageProblem(f"image {verb} ({err.failure.reason}: {err})") from err
     except Exception as err:  # PIL raises many types for bad bytes, DecompressionBombError among them
         raise _undecodable(err) from err
     width, height = image.size
@@ -190,6 +196,9 @@ def image_problems(row: dict, max_pixels: int = MAX_PIXELS) -> list[str]:
 
 def _key_and_size_problems(row: dict) -> list[str]:
     problems = [] if row.get("key") else ["key is null or empty"]
+    caption = row.get("caption")
+    if isinstance(caption, str) and (problem := tag_character_problem(caption)) is not None:
+        problems.append(f"caption {problem}")  # the same check as the renderer's and the trainer's
     for name in ("width", "height", "image_width", "image_height"):
         if row.get(name) is not None and row[name] <= 0:
             problems.append(f"{name} is {row[name]}, expected a positive size")

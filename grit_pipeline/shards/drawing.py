@@ -119,6 +119,22 @@ def _label_position(box, text_size, placed, canvas_size, line) -> tuple[float, f
     return x, min(y, max(0.0, height - text_h))
 
 
+def ordered(box: Box) -> Box:
+    """The box with its corners in order (a model can generate the lower-right cell first), clamped
+    to the image: the one normalisation every drawing goes through."""
+    x1, x2 = sorted((min(max(box.x_min, 0.0), 1.0), min(max(box.x_max, 0.0), 1.0)))
+    y1, y2 = sorted((min(max(box.y_min, 0.0), 1.0), min(max(box.y_max, 0.0), 1.0)))
+    return Box(x1, y1, x2, y2)
+
+
+def pixel_corners(box: Box, width: int, height: int) -> tuple[float, float, float, float]:
+    """PIL's inclusive rectangle of a normalised box on a ``width`` x ``height`` canvas (never inverted,
+    at least one pixel, which a degenerate box would otherwise break)."""
+    box = ordered(box)
+    x0, y0 = box.x_min * width, box.y_min * height
+    return x0, y0, max(x0, box.x_max * width - 1), max(y0, box.y_max * height - 1)
+
+
 def draw_boxes(image: Image.Image, phrases: Sequence[Phrase], size: int = 384) -> Image.Image:
     """A copy of ``image`` fitted to ``size`` with every phrase's boxes and a label at each box's corner."""
     canvas = fit(image, size)
@@ -128,14 +144,13 @@ def draw_boxes(image: Image.Image, phrases: Sequence[Phrase], size: int = 384) -
     width, height = canvas.size
     for phrase in phrases:  # every outline first, so labels are never drawn over by a later box
         for box in phrase.boxes:
-            corners = [box.x_min * width, box.y_min * height, box.x_max * width - 1, box.y_max * height - 1]
-            draw.rectangle(corners, outline=phrase.colour, width=line)
+            draw.rectangle(pixel_corners(box, width, height), outline=phrase.colour, width=line)
     placed: list[tuple[float, float, float, float]] = []
     for phrase in phrases:
         label = phrase.text if len(phrase.text) <= LABEL_CHARS else phrase.text[: LABEL_CHARS - 1] + "…"
         left, top, right, bottom = draw.textbbox((0, 0), label, font=label_font)
         text_size = (right - left + 4, bottom - top + 4)
-        for box in phrase.boxes:
+        for box in map(ordered, phrase.boxes):
             corner = (box.x_min * width, box.y_min * height)
             x, y = _label_position(corner, text_size, placed, canvas.size, line)
             placed.append((x, y, x + text_size[0], y + text_size[1]))

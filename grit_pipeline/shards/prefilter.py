@@ -54,6 +54,9 @@ def suspect_rows(table: pa.Table) -> np.ndarray:
     """
     caption_chars = _numpy(pc.fill_null(pc.utf8_length(table["caption"]), -1)).astype(np.int64)
     suspect = caption_chars < 0
+    # A bracket, or any non-ASCII character (a look-alike bracket may hide there): ``markup`` decides.
+    tags = pc.match_substring_regex(table["caption"], "[<>]|[^\\x00-\\x7f]")
+    suspect |= _numpy(pc.fill_null(tags, False)).astype(bool)
     for name in ("noun_chunks", "ref_exps"):
         suspect |= suspect_span_rows(table[name], caption_chars)
     suspect |= _numpy(pc.fill_null(pc.equal(pc.utf8_length(table["key"]), 0), True)).astype(bool)
