@@ -42,6 +42,8 @@ from grit_pipeline.beam_jobs.runners import (
 from grit_pipeline.fetch import TRANSIENT_REASONS
 from grit_pipeline.grounding import TINY_DETECTOR, DetectorConfig, DetectorUnavailableError, load_detector
 from grit_pipeline.inputs import InputError, check_input_files, keep_column_fields, list_input_files
+from grit_pipeline.inputs.config import UNKNOWN_RESIZE_GEOMETRY
+from grit_pipeline.inputs.frames import OPTION_HINT
 from grit_pipeline.locations import NUM_PATCHES_PER_SIDE
 from grit_pipeline.schemas import SHARD_SCHEMA, SHARD_SCHEMA_VERSION, list_shard_files, read_shard
 from grit_pipeline.text import PipelineNotFoundError, TextStage
@@ -278,14 +280,17 @@ def launch(config: BuildConfig, beam_argv: list[str] | None = None, *, test_pipe
 def _report(output: str, run: dict) -> None:
     counts, timings = run["counts"], run["timings"]
     reasons = ", ".join(f"{k} {v}" for k, v in sorted(counts["by_reason"].items(), key=lambda kv: -kv[1]))
+    geometry = counts["by_reason"].get(UNKNOWN_RESIZE_GEOMETRY, 0)
+    hint = f"; {geometry} img2dataset rows whose resize mode is unknown: {OPTION_HINT}" if geometry else ""
     LOGGER.info(
-        "done in %.1f s: %d rows in, %d accepted, %d rejected%s; shards in %s/shards",
+        "done in %.1f s: %d rows in, %d accepted, %d rejected%s; shards in %s/shards%s",
         timings["wall_s"],
         counts["input"],
         counts["accepted"],
         counts["rejected"],
         f" ({reasons})" if reasons else "",
         output,
+        hint,
     )
 
 

@@ -58,7 +58,9 @@ def measure(
     rows = batch_size * (steps + 1)
     synth = SynthConfig(image_size=image_side, max_aspect=1.3)
     write_synth(data, rows, seed=0, config=synth, rows_per_shard=max(rows // 4, 1))
-    processor = processor_from_corpus(data, preset.image_size, preset.tokenizer_vocab, 10_000)
+    processor = processor_from_corpus(
+        data, preset.image_size, preset.tokenizer_vocab, 10_000, preset.latent_queries
+    )
     model = build_model(preset, processor).train()
     text = ExampleConfig(location_grid=preset.location_grid)
 

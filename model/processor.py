@@ -21,6 +21,7 @@ SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>")  # ids 0..3, as in the releas
 # CLIP's normalisation, as in microsoft/kosmos-2-patch14-224's image processor.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+KOSMOS2_IMAGE_TOKENS = 64  # what Kosmos2Processor inserts unless its saved tokenizer config says otherwise
 
 
 def corpus_captions(data: str, max_rows: int) -> list[str]:
@@ -96,8 +97,11 @@ def train_tokenizer(captions: Iterable[str], vocab_size: int) -> XLMRobertaToken
     )
 
 
-def build_processor(tokenizer, image_size: int) -> Kosmos2Processor:
-    """A Kosmos2Processor around ``tokenizer`` for square images of ``image_size`` pixels.
+def build_processor(
+    tokenizer, image_size: int, num_image_tokens: int = KOSMOS2_IMAGE_TOKENS
+) -> Kosmos2Processor:
+    """A Kosmos2Processor around ``tokenizer`` for square images of ``image_size`` pixels, inserting
+    ``num_image_tokens`` image slots (the model's ``latent_query_num``) in its standard call.
 
     The image processor is CLIP's (bicubic resize of the shorter side, centre crop, CLIP mean/std),
     as in the released checkpoint, at this preset's resolution.
@@ -108,12 +112,30 @@ def build_processor(tokenizer, image_size: int) -> Kosmos2Processor:
         image_mean=list(CLIP_MEAN),
         image_std=list(CLIP_STD),
     )
+    if num_image_tokens != KOSMOS2_IMAGE_TOKENS:
+        record_image_tokens(tokenizer, num_image_tokens)
     return Kosmos2Processor(image_processor, tokenizer)
 
 
-def processor_from_corpus(data: str, image_size: int, vocab_size: int, max_rows: int) -> Kosmos2Processor:
+def record_image_tokens(tokenizer, num_image_tokens: int) -> None:
+    """Save the slot count where ``Kosmos2Processor.from_pretrained`` reads it back as its default.
+
+    ``processor_config.json`` cannot carry it (transformers keeps only ``__init__`` arguments there,
+    and the count is not one); the processor does take call defaults from the tokenizer's saved
+    init arguments, so ``tokenizer_config.json`` gets ``num_image_tokens``. transformers 5.x logs a
+    one-time deprecation notice for that route and plans to drop it in v5.29; the README's verbatim
+    snippet test checks the inserted count equals the model's ``latent_query_num``, so a transformers
+    that stops honouring it fails there rather than at a user's first call.
+    """
+    tokenizer.init_kwargs["num_image_tokens"] = num_image_tokens
+
+
+def processor_from_corpus(
+    data: str, image_size: int, vocab_size: int, max_rows: int, num_image_tokens: int = KOSMOS2_IMAGE_TOKENS
+) -> Kosmos2Processor:
     """Train a tokenizer on the corpus under ``data`` and wrap it in a processor."""
-    return build_processor(train_tokenizer(corpus_captions(data, max_rows), vocab_size), image_size)
+    tokenizer = train_tokenizer(corpus_captions(data, max_rows), vocab_size)
+    return build_processor(tokenizer, image_size, num_image_tokens)
 
 
 def load_processor(path_or_id: str) -> Kosmos2Processor:

@@ -104,7 +104,7 @@ def build_processor_and_model(config: TrainConfig):
         return processor, model, config.location_grid or saved.get("location_grid") or 32
     preset = get_preset(config.preset)
     processor = processor_from_corpus(
-        config.data, preset.image_size, preset.tokenizer_vocab, config.tokenizer_rows
+        config.data, preset.image_size, preset.tokenizer_vocab, config.tokenizer_rows, preset.latent_queries
     )
     model = build_model(
         replace(preset, location_grid=config.location_grid or preset.location_grid), processor, config.seed

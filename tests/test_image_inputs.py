@@ -96,14 +96,40 @@ def test_webdataset_output_is_restored_too(outputs):
         assert red_block(row.image) == pytest.approx(SOURCES[row.original_size], abs=0.02)
 
 
-def test_auto_rejects_what_the_sizes_cannot_tell(outputs):
+@pytest.mark.parametrize("mode", ["border", "center_crop"])
+def test_auto_recognises_border_and_center_crop_from_the_pixels(outputs, mode):
+    """img2dataset's default output (border) and centre crops, read under auto: restored as declared ones."""
     _, folders = outputs
-    rows = [r for f in list_input_files(str(folders["border"])) for r in read_file(f, InputConfig())]
-    by_number = {int(r.caption.rsplit(" ", 1)[1]): r for r in rows}  # the order of SOURCES
-    assert by_number[2].reject is None  # a square original: padding and cropping change nothing
-    for number in (0, 1):
-        reason, error = by_number[number].reject
-        assert reason == "unknown_resize_geometry" and "--img2dataset-resize-mode" in error
+    rows = [r for f in list_input_files(str(folders[mode])) for r in read_file(f, InputConfig())]
+    assert len(rows) == len(SOURCES) and all(r.reject is None for r in rows)
+    for row in rows:
+        assert red_block(row.image) == pytest.approx(SOURCES[row.original_size], abs=0.02), row.original_size
+
+
+def test_white_on_white_is_rejected_under_auto_with_the_option_named():
+    """A white product shot padded with white fits border and center_crop alike: rejected, not guessed."""
+    from img2dataset.resizer import Resizer
+
+    from grit_pipeline.inputs.frames import plan_restore
+
+    image = Image.new("RGB", (400, 300), (255, 255, 255))
+    image.paste((30, 60, 200), (150, 100, 250, 200))
+    data = io.BytesIO()
+    image.save(data, "PNG")
+    data.seek(0)
+    stored, *_ = Resizer(image_size=128, resize_mode="border", resize_only_if_bigger=False)(data)
+    decoded = Image.open(io.BytesIO(stored))
+    reason = plan_restore(decoded, (400, 300), "auto")
+    assert isinstance(reason, str) and "--img2dataset-resize-mode" in reason
+    assert plan_restore(decoded, (400, 300), "border").crop == (0, 16, 128, 112)
+
+
+def test_a_declared_center_crop_on_border_padding_is_rejected(outputs):
+    _, folders = outputs
+    config = InputConfig(img2dataset_resize_mode="center_crop")  # but these were padded
+    rows = [r for f in list_input_files(str(folders["border"])) for r in read_file(f, config)]
+    rejected = sorted(r.reject[0] for r in rows if r.reject)
+    assert rejected == ["unknown_resize_geometry"] * 2  # the two non-square originals
 
 
 def test_a_declared_border_needs_its_white_padding(outputs):

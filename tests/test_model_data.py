@@ -153,6 +153,22 @@ def test_generation_prompts_match_the_processor_without_eos(processor):
     assert processor.tokenizer.convert_ids_to_tokens(ids[-1]) == "</phrase>"
 
 
+@pytest.mark.parametrize("slots", [16, 64])
+def test_a_saved_processor_inserts_the_slot_count_it_was_built_for(tmp_path, slots):
+    """The standard call of a reloaded processor, no count passed: as many slots as the model has."""
+    from transformers import AutoProcessor
+
+    tokenizer = train_tokenizer(["a red circle", "a blue square"] * 3, 512)
+    build_processor(tokenizer, 32, num_image_tokens=slots).save_pretrained(tmp_path)
+    reloaded = AutoProcessor.from_pretrained(tmp_path)
+    inputs = reloaded(text="<grounding><phrase>a red circle</phrase>", images=Image.new("RGB", (32, 32)))
+    assert sum(inputs["image_embeds_position_mask"]) == slots
+    ids, mask = encode_text(
+        reloaded.tokenizer, "<grounding><phrase>a red circle</phrase>", slots, 256, add_eos=False
+    )
+    assert inputs["input_ids"] == ids and inputs["image_embeds_position_mask"] == mask
+
+
 def test_pixel_values_match_the_processor_on_a_square_image(processor):
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))

@@ -1,20 +1,26 @@
 """img2dataset's stored images put back into the original frame, so boxes mean what the row says.
 
 Rows record the original width and height and boxes normalised by them; img2dataset records the
-original size too, but not how it resized (its ``resize_mode``):
+original size too, but not how it resized (its ``resize_mode``). What its ``Resizer`` does:
 
 - ``keep_ratio``, ``keep_ratio_largest``, ``no`` (and any image it left alone): the whole picture,
   scaled; nothing to do.
-- ``border`` (img2dataset's default): scaled so the longest side is ``image_size``, then padded
-  with white to a square. The padding is cut off, so the detector sees only the picture.
-- ``center_crop``: scaled so the shortest side is ``image_size``, then the central square kept.
-  The square goes back to its known window in a canvas the size of the scaled original, the parts
-  img2dataset cut away filled with mid-grey: boxes are then in the original frame, the stored image
-  has the original's aspect, and a centre crop (the trainer's default) sees exactly the kept square.
+- ``border`` (its default): ``LongestMaxSize`` to ``image_size``, then ``PadIfNeeded`` to a square
+  with white (255, 255, 255), split evenly (the odd pixel at the bottom or right). The padding is
+  cut off, so the detector sees only the picture.
+- ``center_crop``: ``SmallestMaxSize`` to ``image_size``, then the central square kept. The square
+  goes back to its known window in a canvas the size of the scaled original, the parts img2dataset
+  cut away filled with mid-grey: boxes are then in the original frame, the stored image has the
+  original's aspect, and a centre crop (the trainer's default) sees exactly the kept square.
 
 Sizes alone cannot tell ``border`` from ``center_crop`` for a square image of a non-square
-original; ``--img2dataset-resize-mode`` says which, and under ``auto`` such rows are rejected
-(``unknown_resize_geometry``) rather than given boxes in the wrong frame.
+original, so the pixels are asked (``read_border``): where ``border`` would have put its padding,
+is there img2dataset's white, as its JPEG encoding leaves it, and does the picture reach that line?
+Under ``--img2dataset-resize-mode auto``, padding with the picture at its edge is ``border``, no
+padding is ``center_crop``, and white there with white inside too (a white-background product shot,
+a white sky) fits both and is rejected (``unknown_resize_geometry``, naming the option) rather than
+given boxes in a guessed frame. A declared mode is checked the same way: ``border`` needs its
+padding, ``center_crop`` is refused where the image shows ``border``'s.
 """
 
 from __future__ import annotations
@@ -22,14 +28,29 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
-from PIL import Image
+import numpy as np
+from PIL import Image, JpegImagePlugin
 
 from grit_pipeline.fetch.formats import open_header
 
-FILL_RGB = (128, 128, 128)
+FILL_RGB = (128, 128, 128)  # what img2dataset's centre crop cut away: unknown, drawn mid-grey
+PAD_RGB = (255, 255, 255)  # img2dataset's PadIfNeeded value in border mode
 RESTORED_JPEG_QUALITY = 95
-WHITE_MIN = 235  # darkest grey level JPEG (quality 95) leaves in img2dataset's white (255) padding  # what img2dataset's centre crop cut away: unknown, drawn mid-grey
 WHOLE_PICTURE_MODES = ("keep_ratio", "keep_ratio_largest", "no")
+# Padding test: the stored padding against white padding put through the same JPEG encoding. The
+# two differ by JPEG noise only: under 1 level on average and 30 at most (img2dataset's output of
+# real photos at quality 75 and 95, next to the picture's edge); picture content, even a bright
+# sky, is further from 255 on average, and anything more than PADDING_MAX_LEVELS off is not padding.
+PADDING_MEAN_LEVELS = 2.0
+PADDING_MAX_LEVELS = 64
+# Edge test: border pads a picture that ends at the padding line, and a photo has content along
+# its whole edge; so on every padded side the picture's first two lines must hold content (not
+# white) in at least EDGE_SHARE of their pixels (real photos: 0.94 and up). A centre-cropped white
+# product shot whose object happens to end on that line does so on one side (0.46 at most, measured).
+EDGE_LINES = 2
+EDGE_LEVELS = 24
+EDGE_SHARE = 0.5
+OPTION_HINT = "pass --img2dataset-resize-mode with the resize_mode img2dataset ran with (border, its default, or center_crop)"
 
 
 @dataclass(frozen=True)
@@ -39,6 +60,25 @@ class Restore:
     crop: tuple[int, int, int, int] | None = None  # border: keep this (left, top, right, bottom)
     canvas: tuple[int, int] | None = None  # center_crop: paste into a canvas of this (width, height)
     offset: tuple[int, int] = (0, 0)  # ... with the stored image's top-left corner here
+
+
+@dataclass(frozen=True)
+class BorderReading:
+    """What the pixels say about ``border`` padding where img2dataset would have put it."""
+
+    padded: bool  # outside the picture's box lies img2dataset's white padding, as JPEG left it
+    sides: int  # padded sides (two: top and bottom, or left and right)
+    sides_with_picture: int  # ... along which the picture reaches the padding line
+
+    @property
+    def border(self) -> bool:
+        """Padding, and a picture that ends exactly at it on every side: img2dataset's border."""
+        return self.padded and self.sides_with_picture == self.sides
+
+    @property
+    def shows_border(self) -> bool:
+        """Padding, and a picture ending at it on one side at least (a white sky may fill the other)."""
+        return self.padded and self.sides_with_picture > 0
 
 
 def same_aspect(size: tuple[int, int], original: tuple[int, int]) -> bool:
@@ -51,76 +91,145 @@ def _scaled(original: tuple[int, int], scale: float) -> tuple[int, int]:
     return max(1, round(original[0] * scale)), max(1, round(original[1] * scale))  # as albumentations
 
 
-def plan_restore(original: tuple[int, int], stored: tuple[int, int], mode: str) -> Restore | str:
-    """How to undo img2dataset's ``mode`` on an image stored at ``stored`` pixels, or why it cannot be done.
+def border_plan(original: tuple[int, int], side: int) -> Restore:
+    """``border``'s picture box in a ``side`` x ``side`` image: scaled by the longest side, centred."""
+    width, height = _scaled(original, side / max(original))
+    left, top = (side - width) // 2, (side - height) // 2
+    return Restore(crop=(left, top, left + width, top + height))
 
-    >>> plan_restore((400, 300), (256, 256), "border")  # letterboxed: 32 px of padding top and bottom
-    Restore(crop=(0, 32, 256, 224), canvas=None, offset=(0, 0))
-    >>> plan_restore((400, 300), (256, 256), "center_crop")  # the middle 256 of a 341 x 256 picture
-    Restore(crop=None, canvas=(341, 256), offset=(42, 0))
-    >>> plan_restore((400, 300), (256, 192), "auto")  # keep_ratio: the whole picture
-    Restore(crop=None, canvas=None, offset=(0, 0))
-    >>> plan_restore((400, 300), (256, 256), "auto")[:60]
-    'a 256x256 image of a 400x300 original: img2dataset padded it'
+
+def center_crop_plan(original: tuple[int, int], side: int) -> Restore:
+    """``center_crop``'s window: the stored square in the middle of the original scaled by its shortest side."""
+    canvas = _scaled(original, side / min(original))
+    return Restore(canvas=canvas, offset=((canvas[0] - side) // 2, (canvas[1] - side) // 2))
+
+
+def _describe(stored: tuple[int, int], original: tuple[int, int]) -> str:
+    return f"a {stored[0]}x{stored[1]} image of a {original[0]}x{original[1]} original"
+
+
+def _reencoded_with_white_padding(image: Image.Image, pixels: np.ndarray, crop) -> np.ndarray:
+    """The stored picture in white padding, through the stored JPEG's own tables (if it is a JPEG)."""
+    left, top, right, bottom = crop
+    padded = np.full_like(pixels, 255)
+    padded[top:bottom, left:right] = pixels[top:bottom, left:right]
+    tables = getattr(image, "quantization", None)
+    if image.format != "JPEG" or not tables:
+        return padded  # PNG is lossless; other formats are compared with plain white
+    out = io.BytesIO()
+    sampling = JpegImagePlugin.get_sampling(image)
+    Image.fromarray(padded).save(out, "JPEG", qtables=tables, subsampling=max(sampling, 0))
+    return np.asarray(Image.open(out).convert("RGB"))
+
+
+def _padding_mask(shape: tuple[int, int], crop) -> np.ndarray:
+    left, top, right, bottom = crop
+    mask = np.ones(shape, bool)
+    mask[top:bottom, left:right] = False
+    return mask
+
+
+def _edge_lines(pixels: np.ndarray, crop) -> list[np.ndarray]:
+    """The picture's first ``EDGE_LINES`` lines along each side that has padding."""
+    left, top, right, bottom = crop
+    height, width = pixels.shape[:2]
+    inner = pixels[top:bottom, left:right]
+    lines = []
+    if top > 0:
+        lines.append(inner[:EDGE_LINES])
+    if bottom < height:
+        lines.append(inner[-EDGE_LINES:])
+    if left > 0:
+        lines.append(inner[:, :EDGE_LINES])
+    if right < width:
+        lines.append(inner[:, -EDGE_LINES:])
+    return lines
+
+
+def read_border(image: Image.Image, crop: tuple[int, int, int, int]) -> BorderReading:
+    """Does ``image`` hold img2dataset's white padding outside ``crop``, with the picture at its edge?"""
+    pixels = np.asarray(image.convert("RGB"))
+    expected = _reencoded_with_white_padding(image, pixels, crop)
+    mask = _padding_mask(pixels.shape[:2], crop)
+    error = np.abs(pixels[mask].astype(np.int16) - expected[mask]).max(axis=-1)
+    padded = bool(error.size and error.mean() <= PADDING_MEAN_LEVELS and error.max() <= PADDING_MAX_LEVELS)
+    lines = _edge_lines(pixels, crop)
+    with_picture = sum(
+        ((255 - line.astype(np.int16)).max(axis=-1) > EDGE_LEVELS).mean() >= EDGE_SHARE for line in lines
+    )
+    return BorderReading(padded=padded, sides=len(lines), sides_with_picture=int(with_picture))
+
+
+def plan_restore(image: Image.Image, original: tuple[int, int], mode: str) -> Restore | str:
+    """How to undo img2dataset's ``mode`` on ``image`` (its stored pixels), or why it cannot be done.
+
+    ``mode`` is ``--img2dataset-resize-mode``: one of img2dataset's, or ``auto`` (read the pixels).
     """
+    stored = image.size
     if same_aspect(stored, original):
         return Restore()
-    square = stored[0] == stored[1]
-    if mode == "border" and square:
-        side = stored[0]
-        width, height = _scaled(original, side / max(original))
-        left, top = (side - width) // 2, (side - height) // 2
-        return Restore(crop=(left, top, left + width, top + height))
-    if mode == "center_crop" and square:
-        side = stored[0]
-        canvas = _scaled(original, side / min(original))
-        return Restore(canvas=canvas, offset=((canvas[0] - side) // 2, (canvas[1] - side) // 2))
-    described = f"a {stored[0]}x{stored[1]} image of a {original[0]}x{original[1]} original"
-    if mode == "auto" and square:
+    described = _describe(stored, original)
+    if stored[0] != stored[1] or mode in WHOLE_PICTURE_MODES:
         return (
-            f"{described}: img2dataset padded it (border, its default) or cropped it (center_crop), "
-            "and the sizes cannot tell which; say so with --img2dataset-resize-mode border|center_crop"
+            f"{described} is not what img2dataset's {mode} resize mode makes; check --img2dataset-resize-mode"
         )
-    return f"{described} is not what img2dataset's {mode} resize mode makes; check --img2dataset-resize-mode"
+    border = border_plan(original, stored[0])
+    reading = read_border(image, border.crop)
+    if mode == "border":
+        if reading.padded:
+            return border
+        return (
+            f"--img2dataset-resize-mode border, but {described} has no white padding where img2dataset "
+            "puts it: was it center_crop? pass --img2dataset-resize-mode center_crop or auto"
+        )
+    if mode == "center_crop":
+        if not reading.shows_border:
+            return center_crop_plan(original, stored[0])
+        return (
+            f"--img2dataset-resize-mode center_crop, but {described} shows img2dataset's white border "
+            "padding: pass --img2dataset-resize-mode border or auto"
+        )
+    if reading.border:
+        return border
+    if not reading.padded:
+        return center_crop_plan(original, stored[0])
+    return (
+        f"{described}: white where img2dataset's border padding would be and inside the picture too, "
+        f"so its pixels fit both border and center_crop; {OPTION_HINT}"
+    )
 
 
-def padding_is_white(image: Image.Image, content: tuple[int, int, int, int]) -> bool:
-    """Whether what lies outside ``content`` is img2dataset's white border (JPEG leaves it near-white).
+def apply_restore(image: Image.Image, plan: Restore) -> Image.Image:
+    """``image`` in the original frame: the picture cut out of its padding, or the crop placed in its canvas."""
+    image = image.convert("RGB")
+    if plan.crop is not None:
+        return image.crop(plan.crop)
+    canvas = Image.new("RGB", plan.canvas, FILL_RGB)
+    canvas.paste(image, plan.offset)
+    return canvas
 
-    A declared ``border`` on an image img2dataset centre-cropped would otherwise go unnoticed.
-    Pixels within 2 of the content's edge are left out: JPEG blurs the edge into them.
+
+def restore_frame(data: bytes, original: tuple[int, int], mode: str) -> bytes | str:
+    """img2dataset's stored bytes in the original frame, or why not (a one-line reason).
+
+    Encoded as JPEG at quality 95 (the fetch stage's default) when something was undone: that is the
+    one lossy encode, since the fetch stage keeps JPEG bytes it need not resize, and rows stay light
+    through the shuffles. Bytes that are not an image pass through (the fetch stage rejects them).
     """
-    grey = image.convert("L")
-    left, top, right, bottom = content
-    strips = [(0, 0, grey.width, top - 2), (0, bottom + 2, grey.width, grey.height)]
-    strips += [(0, 0, left - 2, grey.height), (right + 2, 0, grey.width, grey.height)]
-    for box in strips:
-        if box[2] > box[0] and box[3] > box[1] and grey.crop(box).getextrema()[0] < WHITE_MIN:
-            return False
-    return True
-
-
-def restore_frame(data: bytes, plan: Restore) -> bytes | None:
-    """The stored image's bytes in the original frame, or None when a ``border`` plan finds no white
-    border where the padding should be.
-
-    Encoded as JPEG at quality 95 (the fetch stage's default): that is the one lossy encode, since
-    the fetch stage keeps JPEG bytes it need not resize, and rows stay light through the shuffles.
-    """
+    try:  # only the decoded formats are opened (an ICO would decode inside ``Image.open``)
+        image = open_header(data, max_pixels=2**62)
+        if same_aspect(image.size, original):
+            return data  # nothing to undo: the pixels are not decoded here
+        image.load()
+    except Exception:  # PIL raises many types for bad bytes; the fetch stage rejects them with a reason
+        return data
+    plan = plan_restore(image, original, mode)
+    if isinstance(plan, str):
+        return plan
     if plan.crop is None and plan.canvas is None:
         return data
-    with Image.open(io.BytesIO(data)) as image:
-        image = image.convert("RGB")
-        if plan.crop is not None:
-            if not padding_is_white(image, plan.crop):
-                return None
-            image = image.crop(plan.crop)
-        else:
-            canvas = Image.new("RGB", plan.canvas, FILL_RGB)
-            canvas.paste(image, plan.offset)
-            image = canvas
     out = io.BytesIO()
-    image.save(out, "JPEG", quality=RESTORED_JPEG_QUALITY)
+    apply_restore(image, plan).save(out, "JPEG", quality=RESTORED_JPEG_QUALITY)
     return out.getvalue()
 
 

@@ -20,7 +20,7 @@ from grit_pipeline.inputs.config import (
     InputConfig,
     InputRow,
 )
-from grit_pipeline.inputs.frames import plan_restore, restore_frame, stored_size
+from grit_pipeline.inputs.frames import restore_frame
 from grit_pipeline.inputs.image_files import image_root, locate_image_file
 from grit_pipeline.schemas.rejects import as_text
 from grit_pipeline.schemas.shard import image_column
@@ -121,16 +121,11 @@ def _img2dataset_image(record: dict, config: InputConfig) -> tuple[bytes | None,
             str(record.get("error_message") or "the input row holds no image bytes"),
         )
     original = _original_size(record)
-    size = stored_size(image)
-    if original is None or size is None:
-        return image, None  # nothing to undo without the original size; undecodable bytes fail at fetch
-    plan = plan_restore(original, size, config.img2dataset_resize_mode)
-    if isinstance(plan, str):
-        return None, (UNKNOWN_RESIZE_GEOMETRY, plan)
-    restored = restore_frame(image, plan)
-    if restored is None:
-        error = "--img2dataset-resize-mode border, but the image has no white border: was it center_crop?"
-        return None, (UNKNOWN_RESIZE_GEOMETRY, error)
+    if original is None:
+        return image, None  # nothing to undo without the original size
+    restored = restore_frame(image, original, config.img2dataset_resize_mode)
+    if isinstance(restored, str):
+        return None, (UNKNOWN_RESIZE_GEOMETRY, restored)
     return restored, None
 
 
