@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP_INSTALL = $(PYTHON) -m pip install -q
 
-.PHONY: install install-dev browser java job-servers example test test-runners lint
+.PHONY: install install-dev browser java job-servers example test test-busy test-runners lint
 
 install:
 	# The CPU wheel of torch first: an unpinned torch would pull a multi-GB CUDA build.
@@ -36,6 +36,14 @@ example: install
 
 test: install-dev browser
 	$(PYTHON) -m pytest -q
+
+# The default suite beside BUSY plain Python busy loops (2: both cores of a 2-core machine), RUNS
+# times in a row: no test may depend on how fast the machine is. Slower than `make test`, so not in
+# .ci/run; the loops are stopped when the suite ends (and end by themselves if this is killed).
+BUSY ?= 2
+RUNS ?= 1
+test-busy: install-dev browser
+	$(PYTHON) .ci/under_load.py --busy $(BUSY) --runs $(RUNS)
 
 # The end-to-end builds on the portable, Spark and Flink runners (a few minutes each; .ci/run runs them).
 test-runners: install-dev job-servers

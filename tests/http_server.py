@@ -1,7 +1,8 @@
 """A real HTTP server on 127.0.0.1 for download tests and benchmarks: images, errors, redirects, delays.
 
 Routes are registered by path; each says what to answer (status, headers, body), how long to wait
-first, and how many first requests fail with a 500 (to exercise retries). Requests are counted.
+first (or which event to wait for), and how many first requests fail with a 500 (to exercise
+retries). Requests are counted.
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ class Route:
     headers: tuple[tuple[str, str], ...] = (("Content-Type", "image/jpeg"),)
     delay_s: float = 0.0
     fail_first: int = 0  # this many first requests answer 500
+    # Answer only once the test sets this (at most HOLD_MAX_S): a build that must still be running
+    # when the test acts stays running however slowly the machine goes, unlike a fixed delay.
+    hold_until: threading.Event | None = None
+
+
+HOLD_MAX_S = 120.0  # a forgotten hold_until ends, so no handler thread waits for ever
 
 
 @dataclass
@@ -73,6 +80,8 @@ def _make_handler(server: LoopbackServer):
             route = server.routes.get(self.path)
             if route is None:
                 return self._answer(404, (("Content-Type", "text/plain"),), b"not found")
+            if route.hold_until is not None:
+                route.hold_until.wait(HOLD_MAX_S)
             if route.delay_s:
                 time.sleep(route.delay_s)
             if count <= route.fail_first:

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import fsspec
@@ -84,17 +85,24 @@ def test_a_finished_but_uncommitted_run_is_committed_by_the_next_build(tmp_path)
 
 
 @pytest.fixture
-def slow_input(tmp_path):
+def held_input(tmp_path):
+    """An input whose downloads are held until the test sets the event: the build is still running
+    when the test acts, however slowly the machine goes."""
+    release = threading.Event()
     with LoopbackServer() as server:
-        urls = [server.add(f"/{i}.jpg", Route(jpeg_bytes(60, 40), delay_s=1.0)) for i in range(6)]
+        urls = [server.add(f"/{i}.jpg", Route(jpeg_bytes(60, 40), hold_until=release)) for i in range(6)]
         captions = [f"a red square number {i}" for i in range(6)]
         pq.write_table(pa.table({"url": urls, "caption": captions}), tmp_path / "in.parquet")
-        yield tmp_path / "in.parquet"
+        try:
+            yield tmp_path / "in.parquet", release
+        finally:
+            release.set()
 
 
-def test_a_second_build_into_a_running_builds_output_is_refused(slow_input, tmp_path, capsys):
+def test_a_second_build_into_a_running_builds_output_is_refused(held_input, tmp_path, capsys):
+    path, release = held_input
     out = tmp_path / "out"
-    argv = ["--input", str(slow_input), "--output", str(out), *COMMON, "--threads", "1"]
+    argv = ["--input", str(path), "--output", str(out), *COMMON, "--threads", "1"]
     first = subprocess.Popen(
         [sys.executable, "-m", "grit_pipeline.beam_jobs.job", *argv],
         stderr=subprocess.PIPE,
@@ -107,6 +115,7 @@ def test_a_second_build_into_a_running_builds_output_is_refused(slow_input, tmp_
     assert run([*argv, "--mode", "overwrite"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("grit build: error: another build is running into") and "\n" not in err
+    release.set()  # the first build may finish now
     first.stderr.read()
     assert first.wait(timeout=600) == 0
     manifest = load_manifest(str(out))

@@ -28,14 +28,17 @@ from grit_pipeline.schemas import SHARD_SCHEMA, list_shard_files, read_shard
 pytestmark = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 
 # Only the server's address is exempt from the address guard, so a redirect to another
-# loopback address is refused in the end-to-end run itself.
+# loopback address is refused in the end-to-end run itself. A good image has 2 s per attempt (a
+# loaded machine can take longer than 0.5 s to answer); the slow server answers after SLOW_S, so
+# it times out however slowly the machine goes.
+SLOW_S = 10.0
 COMMON = [
     "--detector",
     "tiny-random",
     "--allow-network",
     "127.0.0.1/32",
     "--timeout",
-    "0.5",
+    "2",
     "--retries",
     "1",
 ]
@@ -71,7 +74,11 @@ def build_cases(server: LoopbackServer) -> list[tuple[str, str, str | None]]:
         ),
         (good[0], "the same picture again", "duplicate"),
         (server.url("/missing.jpg"), "a picture that is not there", "http_404"),
-        (server.add("/slow.jpg", Route(jpeg_bytes(), delay_s=1.5)), "a square from a slow server", "timeout"),
+        (
+            server.add("/slow.jpg", Route(jpeg_bytes(), delay_s=SLOW_S)),
+            "a square from a slow server",
+            "timeout",
+        ),
         (
             server.redirect("/to-private", f"http://127.0.0.2:{server.port}/x.jpg"),
             "a square elsewhere",
@@ -216,7 +223,7 @@ def test_rerun_refuses_skips_or_adds_without_duplicates(first_run, server, tmp_p
 def test_retry_rejects_reruns_transient_failures_only(server, tmp_path):
     cases = [
         (
-            server.add("/retry/slow.jpg", Route(jpeg_bytes(), delay_s=1.5)),
+            server.add("/retry/slow.jpg", Route(jpeg_bytes(), delay_s=SLOW_S)),
             "a square from a slow server",
             "timeout",
         ),

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pyarrow as pa
@@ -112,8 +113,9 @@ def test_folder_with_foreign_shards_is_not_touched(tmp_path):
 
 def test_killed_job_leaves_no_shard_and_the_rerun_completes(tmp_path):
     """A real `grit build` process killed mid-run, then run again into the same folder."""
+    release = threading.Event()  # downloads wait until the kill: the job cannot finish before it
     with LoopbackServer() as server:
-        urls = [server.add(f"/{i}.jpg", Route(jpeg_bytes(60, 40), delay_s=0.4)) for i in range(12)]
+        urls = [server.add(f"/{i}.jpg", Route(jpeg_bytes(60, 40), hold_until=release)) for i in range(12)]
         pq.write_table(
             pa.table({"url": urls, "caption": [f"a red square number {i}" for i in range(12)]}),
             tmp_path / "in.parquet",
@@ -136,6 +138,7 @@ def test_killed_job_leaves_no_shard_and_the_rerun_completes(tmp_path):
                 break
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
+        release.set()
         assert load_manifest(str(tmp_path / "out")) is None
         if (tmp_path / "out").exists():  # staged files, if any, are not shards to a reader
             assert list_shard_files(str(tmp_path / "out")) == []
