@@ -2,7 +2,7 @@
 
 The image is cut into P x P cells (P = 32 in Kosmos-2, so 1,024 location tokens). A box becomes
 the cell of its top-left corner and the cell of its bottom-right corner, indexed row-major
-(``index = x_cell + y_cell * P``), written ``<patch_index_NNNN>``. See GRIT_SPEC.md section 3.
+(``index = x_cell + y_cell * P``), written ``<patch_index_NNNN>``. See docs/grit.md section 3.
 
 >>> box_to_cells(Box(0.39, 0.05, 0.98, 0.82))
 (44, 863)

@@ -6,7 +6,7 @@ normalised, so the offsets point into the stored caption; a span never starts or
 whitespace or an invisible format character (spaCy keeps runs of spaces and newlines as tokens,
 and zero-width joiners or bidi marks inside tokens, which can sit at a chunk's or a subtree's edge:
 they are trimmed off), and a chunk without a letter or digit (a lone joiner of an emoji sequence)
-or holding half of a bidi pair is no phrase (``locations.phrase_problem``). GRIT_SPEC.md section 1 gives the rules:
+or holding half of a bidi pair is no phrase (``locations.phrase_problem``). docs/grit.md section 1 gives the rules:
 
 1. noun chunks are spaCy's ``doc.noun_chunks``;
 2. a chunk whose root lemma (lower-cased) is in the abstract-noun list is dropped;

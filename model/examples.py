@@ -1,6 +1,6 @@
 """One shard row -> one model example: image window, grounded or plain text, ids, masks, labels.
 
-Text follows GRIT_SPEC.md section 3: ``ref_exps`` (or ``noun_chunks``) above the score threshold,
+Text follows docs/grit.md section 3: ``ref_exps`` (or ``noun_chunks``) above the score threshold,
 boxes re-projected into the crop, then the containment filter (the original's order), used
 grounded with probability ``p_grounded``, else as the plain caption. The sequence is
 ``<s> <image> (latent_queries slots) </image> text </s>``, exactly what ``Kosmos2Processor`` builds

@@ -2,7 +2,7 @@
 
 Kosmos-2's training loader resized the shorter side and centre-cropped, re-projecting each box
 into the crop and dropping it when less than 20 % of its area survives; evaluation and the
-transformers processor resize the whole image to a square instead (GRIT_SPEC.md section 3).
+transformers processor resize the whole image to a square instead (docs/grit.md section 3).
 
 >>> window = centre_window(200, 100)
 >>> window

@@ -2,7 +2,7 @@
 
 Offline, a ``tokenizers`` Unigram model (the sentencepiece algorithm Kosmos-2's own vocabulary
 uses) is trained on the shards' captions and wrapped in an ``XLMRobertaTokenizerFast``, the class
-the released processor uses, so ids 0-3 are ``<s> <pad> </s> <unk>`` as in GRIT_SPEC.md section 3.
+the released processor uses, so ids 0-3 are ``<s> <pad> </s> <unk>`` as in docs/grit.md section 3.
 ``Kosmos2Processor`` then adds the 11 tag tokens and the 1,024 ``<patch_index_NNNN>`` tokens itself.
 """
 

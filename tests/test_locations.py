@@ -53,7 +53,7 @@ def valid_boxes(draw):
 
 
 def test_spec_check_value():
-    # GRIT_SPEC.md section 3: cells 44 and 863 decode to this box.
+    # docs/grit.md section 3: cells 44 and 863 decode to this box.
     assert cells_to_box(44, 863).as_tuple() == (0.390625, 0.046875, 0.984375, 0.828125)
     assert box_to_tokens((0.390625, 0.046875, 0.984375, 0.828125)) == "<patch_index_0044><patch_index_0863>"
 
@@ -94,7 +94,7 @@ def test_any_box_gives_cells_in_range(x1, y1, x2, y2, p):
 
 
 def _formulas_agree(box: Box, p: int = 32) -> bool:
-    """Where ours and transformers' lower-right formula must agree (GRIT_SPEC.md section 3).
+    """Where ours and transformers' lower-right formula must agree (docs/grit.md section 3).
 
     They differ where x2 * P or y2 * P is an exact integer, and where floating point makes
     ``x2 * P - 1`` an integer (a tiny x2 gives transformers a negative cell).

@@ -29,7 +29,7 @@ def _texts(caption, spans):
 
 
 def test_worked_example_from_the_released_data(stage):
-    # GRIT_SPEC.md section 1: "a paper cover" [19, 32) expands to [19, 66).
+    # docs/grit.md section 1: "a paper cover" [19, 32) expands to [19, 66).
     caption = "a wire hanger with a paper cover that reads we heart our customers"
     parsed = stage.parse([caption])[0]
     by_chunk = {r.chunk: r.span for r in parsed.ref_exps}

@@ -38,9 +38,9 @@ class DetectorConfig:
 
     model: str = DEFAULT_DETECTOR
     backend: str = "hf"
-    # Kosmos-2 keeps (chunk, box) pairs scoring above 0.65 (GRIT_SPEC section 1, step 1.5).
+    # Kosmos-2 keeps (chunk, box) pairs scoring above 0.65 (docs/grit.md section 1, step 1.5).
     box_threshold: float = 0.65
-    # Not published by the authors; 0.5 is the usual class-agnostic NMS IoU (GRIT_SPEC 1.4).
+    # Not published by the authors; 0.5 is the usual class-agnostic NMS IoU (docs/grit.md section 1, step 1.4).
     nms_iou: float = 0.5
     batch_size: int = 8
     device: str = "auto"  # "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:1", ...

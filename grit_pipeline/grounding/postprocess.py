@@ -11,7 +11,7 @@ Order of operations, per image:
 3. score threshold (strictly above), then class-agnostic NMS over every (span, box) pair of the
    image. Thresholding first only saves work: greedy NMS visits boxes by falling score, so a box
    under the threshold can never suppress one above it, and the survivors are the same as with
-   NMS first (the order GRIT_SPEC gives).
+   NMS first (the order of docs/grit.md section 1).
 
 No outcome depends on float noise below the score resolution (``SCORE_STEPS``, 1e-4): scores and
 IoUs are rounded to it before any comparison (threshold, which span a query box goes to, NMS order,

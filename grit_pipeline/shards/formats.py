@@ -51,7 +51,7 @@ def as_jpeg(data: bytes, max_pixels: int = MAX_PIXELS) -> bytes:
 def kosmos2_tsv_line(row: dict, max_pixels: int = MAX_PIXELS) -> str:
     """``md5, caption, base64 JPEG, width, height, {'phrase': noun_chunks, 'expression_v1': ref_exps}``.
 
-    The layout of the Kosmos-2 repository's ``prepare_grit.py`` (GRIT_SPEC.md section 2): tab-separated,
+    The layout of the Kosmos-2 repository's ``prepare_grit.py`` (docs/grit.md section 2): tab-separated,
     the last column the Python literal its loader reads back with ``ast.literal_eval``; the md5 is of
     the JPEG bytes written. ``width``/``height`` are the original size the boxes are normalised by.
     """
