@@ -26,15 +26,14 @@ class Bound:
 
 
 # Ranges: ~4x the largest public vision-language decoders of this family, far below what a machine holds.
-TEXT_BOUNDS = (
+# One table for every bounded size, keyed by its place in config.json.
+SIZE_BOUNDS = (
     Bound("text_config.layers", 1, 128),
     Bound("text_config.embed_dim", 1, 16_384),
     Bound("text_config.ffn_dim", 1, 131_072),
     Bound("text_config.attention_heads", 1, 256),
     Bound("text_config.vocab_size", 1, 1_048_576),
     Bound("text_config.max_position_embeddings", 1, 65_536),
-)
-VISION_BOUNDS = (
     Bound("vision_config.num_hidden_layers", 1, 128),
     Bound("vision_config.hidden_size", 1, 16_384),
     Bound("vision_config.intermediate_size", 1, 131_072),
@@ -42,8 +41,8 @@ VISION_BOUNDS = (
     Bound("vision_config.image_size", 1, 4_096),
     Bound("vision_config.patch_size", 1, 4_096),
     Bound("vision_config.num_channels", 1, 4),
+    Bound("latent_query_num", 1, 4_096),
 )
-TOP_BOUNDS = (Bound("latent_query_num", 1, 4_096),)
 # The location grid P: P x P location tokens, at most Kosmos-2's 1,024 (P = 32).
 LOCATION_GRID = Bound("location_grid", 1, 32)
 # Kosmos-2 has 1.6 B parameters; a config implying over 20 B is refused before anything is allocated.
@@ -77,7 +76,7 @@ def checked_sizes(config: Mapping, defaults: Mapping[str, int]) -> dict[str, int
     """Every bounded size of ``config`` (a config.json as a dict; missing keys take ``defaults``,
     transformers' own defaults), checked."""
     sizes = {}
-    for bound in (*TEXT_BOUNDS, *VISION_BOUNDS, *TOP_BOUNDS):
+    for bound in SIZE_BOUNDS:
         sizes[bound.key] = whole_number(
             bound.key, _lookup(config, bound.key, defaults[bound.key]), bound.low, bound.high
         )
@@ -133,10 +132,12 @@ def transformers_defaults() -> dict[str, int]:
         Kosmos2VisionConfig,
     )
 
-    text, vision, top = Kosmos2TextConfig(), Kosmos2VisionConfig(), Kosmos2Config()
-    defaults = {b.key: getattr(text, b.key.split(".")[1]) for b in TEXT_BOUNDS}
-    defaults.update({b.key: getattr(vision, b.key.split(".")[1]) for b in VISION_BOUNDS})
-    defaults["latent_query_num"] = top.latent_query_num
+    sections = {"text_config": Kosmos2TextConfig(), "vision_config": Kosmos2VisionConfig()}
+    top = Kosmos2Config()
+    defaults = {}
+    for bound in SIZE_BOUNDS:
+        section, _, name = bound.key.rpartition(".")
+        defaults[bound.key] = getattr(sections[section] if section else top, name)
     return defaults
 
 
