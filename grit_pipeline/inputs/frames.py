@@ -231,12 +231,3 @@ def restore_frame(data: bytes, original: tuple[int, int], mode: str) -> bytes | 
     out = io.BytesIO()
     apply_restore(image, plan).save(out, "JPEG", quality=RESTORED_JPEG_QUALITY)
     return out.getvalue()
-
-
-def stored_size(data: bytes) -> tuple[int, int] | None:
-    """Width and height from the image header (no pixels decoded); None when it is not an image."""
-    try:  # only the decoded formats are opened (an ICO would decode inside ``Image.open``)
-        with open_header(data, max_pixels=2**62) as image:
-            return image.size
-    except Exception:  # not an image or not a decoded format: the fetch stage rejects it with a reason
-        return None
