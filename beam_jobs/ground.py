@@ -27,11 +27,13 @@ import apache_beam as beam
 from apache_beam.utils import shared
 
 from grit_pipeline.assemble import assemble_spans
+from grit_pipeline.beam_jobs import progress
 from grit_pipeline.beam_jobs.records import REJECTS, STATS, Row
 from grit_pipeline.beam_jobs.stages import TimedDoFn, windowed
 from grit_pipeline.grounding import DetectorConfig, GroundingRequest, load_detector
 from grit_pipeline.grounding.batching import GroundingError, ShapeBuckets, ground_isolated
 from grit_pipeline.grounding.config import GROUNDING_ERROR
+from grit_pipeline.schemas.rejects import UNEXPECTED_ERROR, error_text
 
 
 def shape_of(image) -> tuple[int, int]:
@@ -53,10 +55,15 @@ class GroundFn(TimedDoFn):
 
         if self._config.threads:  # sized from the cores and the workers per machine (options.py)
             torch.set_num_threads(self._config.threads)
-        self._detector = self._shared.acquire(lambda: load_detector(self._config), tag=repr(self._config))
+        self._detector = self._shared.acquire(self._load, tag=repr(self._config))
         threads = self._config.threads or os.cpu_count() or 1
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grit-prepare")
         self._max_pending = self._config.batch_size + 2 * threads
+
+    def _load(self):
+        detector = load_detector(self._config)
+        progress.detector_loaded()  # the progress records count the copies per process
+        return detector
 
     def teardown(self):
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -106,7 +113,14 @@ class GroundFn(TimedDoFn):
             if isinstance(request, GroundingError):
                 yield beam.pvalue.TaggedOutput(REJECTS, row.reject("ground", GROUNDING_ERROR, request.error))
                 continue
-            for batch in self._buckets.add(shape_of(request.image), (row, request)):
+            try:
+                batches = self._buckets.add(shape_of(request.image), (row, request))
+            except Exception as err:  # this row only
+                yield beam.pvalue.TaggedOutput(
+                    REJECTS, row.reject("ground", GROUNDING_ERROR, error_text(err))
+                )
+                continue
+            for batch in batches:
                 yield from self._ground(batch)
 
     def _ground(self, batch: list[tuple[Row, GroundingRequest]]):
@@ -157,6 +171,9 @@ class AssembleFn(TimedDoFn):
             record = shard_row(row, assemble_spans(row.parsed, result), self._store_images)
         except ValueError as err:  # e.g. a caption holding '<' or '>', which Kosmos-2's format cannot carry
             yield beam.pvalue.TaggedOutput(REJECTS, row.reject("assemble", "unrenderable_caption", str(err)))
+            return
+        except Exception as err:  # anything else ends this row only
+            yield beam.pvalue.TaggedOutput(REJECTS, row.reject("assemble", UNEXPECTED_ERROR, error_text(err)))
             return
         finally:
             self.busy_s += time.perf_counter() - start

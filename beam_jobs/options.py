@@ -162,6 +162,13 @@ def _add_input_options(parser: argparse.ArgumentParser) -> None:
         help="seconds between progress lines (0: none)",
     )
     where.add_argument(
+        "--worker-start-timeout",
+        type=float,
+        default=BuildConfig.worker_start_timeout_s,
+        metavar="S",
+        help="cancel the job (exit 1) when no SDK worker has reported after S seconds (0: wait forever)",
+    )
+    where.add_argument(
         "--break-lock",
         action="store_true",
         help="take OUTPUT's lock although another run holds it (only when that run is known to be dead)",
@@ -386,6 +393,7 @@ def build_config(args) -> BuildConfig:
             progress_interval_s=args.progress_interval,
             max_batch_wait_s=args.max_batch_wait,
             break_lock=args.break_lock,
+            worker_start_timeout_s=args.worker_start_timeout,
         )
     except ValueError as err:  # the dataclasses' own checks
         raise BuildError(str(err)) from err

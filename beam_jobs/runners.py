@@ -8,8 +8,9 @@
 - PortableRunner: any job service (``--job_endpoint embed`` is Beam's own, in process).
 - DaskRunner is refused (see ``DASK_REFUSAL``).
 
-Workers share this machine (so local paths work) on local runners, on Spark ``local[N]``, on
-Flink ``[local]`` / ``[auto]``, and on a job service at ``embed`` or localhost, unless the SDK
+Workers share this machine (so local paths work) on local runners, on Spark ``local[N]`` or a
+standalone master on localhost, on Flink ``[local]`` / ``[auto]`` or a session cluster on localhost,
+and on a job service at ``embed`` or localhost, unless the SDK
 workers run in Docker containers (``--environment_type DOCKER``), which have their own disks.
 """
 
@@ -66,9 +67,11 @@ def workers_on_this_machine(options) -> bool:
     if portable.job_endpoint is not None and name in ("PortableRunner", "SparkRunner", "FlinkRunner"):
         return _local_endpoint(portable.job_endpoint)
     if name == "SparkRunner":
-        return options.view_as(po.SparkRunnerOptions).spark_master_url.startswith("local")
+        master = options.view_as(po.SparkRunnerOptions).spark_master_url
+        return master.startswith("local") or _local_endpoint(master.removeprefix("spark://"))
     if name == "FlinkRunner":
-        return options.view_as(po.FlinkRunnerOptions).flink_master in ("[local]", "[auto]")
+        master = options.view_as(po.FlinkRunnerOptions).flink_master
+        return master in ("[local]", "[auto]") or _local_endpoint(master.split("://")[-1])
     return False
 
 
