@@ -41,6 +41,7 @@ from grit_pipeline.beam_jobs.runners import (
 )
 from grit_pipeline.fetch import TRANSIENT_REASONS
 from grit_pipeline.grounding import TINY_DETECTOR, DetectorConfig, DetectorUnavailableError, load_detector
+from grit_pipeline.grounding.staging import is_staged_url, staged_provenance
 from grit_pipeline.inputs import InputError, check_input_files, keep_column_fields, list_input_files
 from grit_pipeline.locations import NUM_PATCHES_PER_SIDE
 from grit_pipeline.schemas import SHARD_SCHEMA, SHARD_SCHEMA_VERSION, list_shard_files, read_shard
@@ -88,7 +89,13 @@ def _todo(config: BuildConfig) -> tuple[list[str], list, list[str]]:
 def _load_detector_provenance(config: BuildConfig, here: bool) -> tuple[DetectorConfig, dict]:
     """Load the detector once here (workers on this machine) so an unavailable model fails now."""
     if not here:  # remote workers load it; this machine may not have it, or a GPU
-        return config.detector, config.detector.provenance()
+        provenance = config.detector.provenance()
+        if is_staged_url(config.detector.model):  # its checksum and revision, from the checksums file
+            try:
+                provenance.update(staged_provenance(config.detector.model))
+            except (DetectorUnavailableError, OSError) as err:
+                raise BuildError(str(err)) from err
+        return config.detector, provenance
     detector_config, fallback = config.detector, config.detector_fallback
     try:
         detector = load_detector(detector_config)
