@@ -34,7 +34,9 @@ from grit_pipeline.beam_jobs.output_dir import (
 )
 from grit_pipeline.beam_jobs.progress import LOGGER
 from grit_pipeline.beam_jobs.runners import (
+    ENVIRONMENT_CACHE_MS,
     check_paths_reachable,
+    keep_sdk_environments,
     pick_runner,
     provide_job_server,
     workers_on_this_machine,
@@ -280,6 +282,11 @@ def _cancel(result, timeout_s: float) -> None:
 def _run_and_commit(prepared: PreparedRun, config: BuildConfig, lock: OutputLock) -> int:
     plan = prepared.plan
     provide_job_server(prepared.pipeline.options)
+    if keep_sdk_environments(prepared.pipeline.options):
+        LOGGER.info(
+            "SDK workers are kept across the job's stages (--environment_cache_millis %d)",
+            ENVIRONMENT_CACHE_MS,
+        )
     start_run(plan)
     LOGGER.info("run %s: %d input file(s) -> %s", plan.run_id, len(prepared.files), plan.output)
     progress.reset()  # counts of this run only, when several runs share a process

@@ -98,6 +98,27 @@ def provide_job_server(options) -> None:
         raise BuildError(str(err)) from err
 
 
+# Beam's portable runners tear an SDK environment down when the stage that started it ends, unless
+# --environment_cache_millis says to keep it: on Spark every stage of this job (about ten, between
+# its shuffles) would start its own SDK workers, each making a venv, installing the wheel and
+# loading spaCy and the detector again. Seen on the standalone cluster of the runner tests: six
+# environments per worker before the job's end. Ten minutes outlasts any gap between stages.
+ENVIRONMENT_CACHE_MS = 600_000
+
+
+def keep_sdk_environments(options) -> bool:
+    """Keep SDK workers across a job's stages on portable runners (in place); True if it set the option."""
+    from apache_beam.options import pipeline_options as po
+
+    if short_name(runner_name(options)) not in ("SparkRunner", "FlinkRunner", "PortableRunner"):
+        return False
+    portable = options.view_as(po.PortableOptions)
+    if portable.environment_cache_millis:
+        return False  # the user's value stands
+    portable.environment_cache_millis = ENVIRONMENT_CACHE_MS
+    return True
+
+
 def check_paths_reachable(paths: list[str]) -> None:
     """Refuse paths remote workers would resolve on their own disks (file://, plain paths, memory://)."""
     import fsspec

@@ -20,6 +20,9 @@ pip=("$python" -m pip install --no-cache-dir --disable-pip-version-check)
 beam=$("$python" -c "import apache_beam; print(apache_beam.__version__)")
 # torch first and pinned: the package allows any torch>=2.2, and an unpinned resolve picks whatever is newest.
 "${pip[@]}" "${TORCH_SPEC:-torch==2.13.0}"
+# As Beam's boot program installs an --extra_package: this wheel replaces any installed copy
+# (without touching its dependencies), then its dependencies are resolved with the SDK held.
+"${pip[@]}" --force-reinstall --no-deps "$wheel"
 "${pip[@]}" "$wheel" "apache-beam==$beam"
 
 if [ -n "$detector" ]; then
@@ -29,6 +32,8 @@ fi
 
 # What a worker needs at start, checked now rather than on the first bundle: the package, the
 # spaCy pipeline, the detector backend and, when baked in, the weights (checksums verified).
+# From / so that no checkout in the current folder shadows the installed package.
+cd /
 "$python" - "$target" "$detector" <<'PY'
 import sys
 
