@@ -47,6 +47,9 @@ class BuildConfig:
     # environment that cannot start would otherwise leave the launcher waiting forever. 15 min
     # covers a cold Dataflow VM pulling a multi-GB worker image; 0 waits forever.
     worker_start_timeout_s: float = 900.0
+    # Beam's accelerator resource hint for the ground step alone, e.g.
+    # "type:nvidia-l4;count:1;install-nvidia-driver" (Dataflow); None: no hint.
+    ground_accelerator: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

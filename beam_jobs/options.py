@@ -216,11 +216,19 @@ def _add_grounding_options(parser: argparse.ArgumentParser) -> None:
         "default) or the stored resized copy (stored: less CPU for large photos, less detail)",
     )
     det.add_argument(
+        "--ground-accelerator",
+        default=None,
+        metavar="SPEC",
+        help="Beam accelerator resource hint for the ground step only, e.g. "
+        "'type:nvidia-l4;count:1;install-nvidia-driver' (Dataflow); see the README's GPU recipe",
+    )
+    det.add_argument(
         "--detector-threads",
         type=int,
         default=None,
         metavar="N",
-        help="torch threads per worker process (default: the cores divided by the local workers)",
+        help="torch threads per worker process (default: the cores each process may use, divided by the "
+        "SDK processes of its machine, on every runner)",
     )
 
 
@@ -394,6 +402,7 @@ def build_config(args) -> BuildConfig:
             max_batch_wait_s=args.max_batch_wait,
             break_lock=args.break_lock,
             worker_start_timeout_s=args.worker_start_timeout,
+            ground_accelerator=args.ground_accelerator,
         )
     except ValueError as err:  # the dataclasses' own checks
         raise BuildError(str(err)) from err

@@ -54,7 +54,9 @@ def build_graph(
     records = stage(
         rows,
         "GroundAndAssemble",
-        GroundAndAssemble(config.detector, config.store_images, config.max_batch_wait_s),
+        GroundAndAssemble(
+            config.detector, config.store_images, config.max_batch_wait_s, config.ground_accelerator
+        ),
         "records",
     )
     all_rejects = rejects | "AllRejects" >> beam.Flatten()
