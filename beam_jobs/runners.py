@@ -83,7 +83,7 @@ def provide_job_server(options) -> None:
     """
     from apache_beam.options import pipeline_options as po
 
-    from grit_pipeline.beam_jobs.job_servers import JobServerUnavailableError, ensure_job_server
+    from grit_pipeline.beam_jobs.job_servers import JobServerUnavailableError, job_server
 
     name = short_name(runner_name(options))
     views = {"SparkRunner": po.SparkRunnerOptions, "FlinkRunner": po.FlinkRunnerOptions}
@@ -93,7 +93,7 @@ def provide_job_server(options) -> None:
     if getattr(view, f"{key}_job_server_jar"):
         return
     try:
-        setattr(view, f"{key}_job_server_jar", str(ensure_job_server(key)))
+        setattr(view, f"{key}_job_server_jar", str(job_server(key)))
     except JobServerUnavailableError as err:
         raise BuildError(str(err)) from err
 

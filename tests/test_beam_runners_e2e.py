@@ -44,6 +44,10 @@ COMMON += ["--backoff", "0.05", "--progress-interval", "2"]
 # One image per detector batch: a batch's images are padded to its largest, so boxes depend on which
 # images share a batch, and that follows each runner's bundling (Spark's differs from the local one).
 COMMON += ["--detector-batch-size", "1"]
+# One torch thread everywhere: a reduction split over a different number of threads rounds
+# differently (scores differed in the last float32 bit between the local runner's 2 threads and a
+# cluster SDK process's share of 1), and each runner sizes threads from its own process count.
+COMMON += ["--detector-threads", "1"]
 # Columns compared row by row (the rejects' error texts may name a worker's pid or thread).
 SHARD_COLUMNS = ["key", "url", "caption", "width", "height", "noun_chunks", "ref_exps", "image", "sha256"]
 
