@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP_INSTALL = $(PYTHON) -m pip install -q
 
-.PHONY: install install-dev browser java job-servers example test test-busy test-runners lint
+.PHONY: install install-dev browser java job-servers clusters wheel worker-image example test test-busy test-runners lint
 
 install:
 	# The CPU wheel of torch first: an unpinned torch would pull a multi-GB CUDA build.
@@ -30,6 +30,20 @@ java:
 job-servers: install java
 	$(PYTHON) -m grit_pipeline.beam_jobs.job_servers spark flink
 
+# Spark 3.5.0 and Flink 1.19.1 from PyPI's pyspark / apache-flink distributions, and Beam's Python boot
+# program built with Go (github.com/apache/beam/sdks/v2/python/container at the SDK's version), cached in
+# ~/.cache/grit-pipeline (see beam_jobs/clusters.py); Go 1.22+ on PATH or at /usr/local/go/bin/go.
+clusters: install java
+	$(PYTHON) -m grit_pipeline.beam_jobs.clusters spark flink boot
+
+# The project's wheel in dist/, and the SDK worker image on Beam's SDK image (docker/Dockerfile).
+IMAGE ?= grit-pipeline-beam:0.1.0
+wheel:
+	$(PYTHON) -m pip wheel -q --no-deps -w dist .
+
+worker-image: wheel
+	docker build -f docker/Dockerfile -t $(IMAGE) .
+
 # The main job: the Beam build on the local runner over the bundled example.
 example: install
 	grit build --example --detector-fallback tiny-random --mode overwrite --output grit_example_out
@@ -45,8 +59,8 @@ RUNS ?= 1
 test-busy: install-dev browser
 	$(PYTHON) .ci/under_load.py --busy $(BUSY) --runs $(RUNS)
 
-# The end-to-end builds on the portable, Spark and Flink runners (a few minutes each; .ci/run runs them).
-test-runners: install-dev job-servers
+# The end-to-end builds on the portable, Spark and Flink runners and on the two clusters (.ci/run runs them).
+test-runners: install-dev job-servers clusters
 	$(PYTHON) -m pytest -q -m runners
 
 lint:

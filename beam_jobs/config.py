@@ -43,6 +43,13 @@ class BuildConfig:
     # when the bundle ends, which bounds the wait in batch jobs; set it for streaming inputs.
     max_batch_wait_s: float | None = None
     break_lock: bool = False  # take OUTPUT's lock even when another run holds it (see beam_jobs.lock)
+    # A job none of whose workers has reported after this long is cancelled (exit 1): a worker
+    # environment that cannot start would otherwise leave the launcher waiting forever. 15 min
+    # covers a cold Dataflow VM pulling a multi-GB worker image; 0 waits forever.
+    worker_start_timeout_s: float = 900.0
+    # Beam's accelerator resource hint for the ground step alone, e.g.
+    # "type:nvidia-l4;count:1;install-nvidia-driver" (Dataflow); None: no hint.
+    ground_accelerator: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -51,6 +58,8 @@ class BuildConfig:
             raise ValueError(f"dedup must be one of {DEDUP_KEYS}, got {self.dedup!r}")
         if self.max_batch_wait_s is not None and self.max_batch_wait_s <= 0:
             raise ValueError(f"max batch wait must be > 0 seconds, got {self.max_batch_wait_s}")
+        if self.worker_start_timeout_s < 0:
+            raise ValueError(f"worker start timeout must be >= 0 seconds, got {self.worker_start_timeout_s}")
         if self.rows_per_shard < 1:
             raise ValueError(f"rows per shard must be >= 1, got {self.rows_per_shard}")
 

@@ -20,20 +20,32 @@ the exception's text; the other rows go on.
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 
 import apache_beam as beam
 from apache_beam.utils import shared
 
 from grit_pipeline.assemble import assemble_spans
+from grit_pipeline.beam_jobs import progress
 from grit_pipeline.beam_jobs.records import REJECTS, STATS, BatchStats, Row
 from grit_pipeline.beam_jobs.stages import TimedDoFn, windowed
 from grit_pipeline.grounding import DetectorConfig, GroundingRequest, load_detector
 from grit_pipeline.grounding.batching import BatchTally, GroundingError, ShapeBuckets, ground_isolated
 from grit_pipeline.grounding.config import GROUNDING_ERROR
+from grit_pipeline.grounding.devices import (
+    choose_device,
+    sdk_processes_here,
+    threads_per_process,
+    usable_cores,
+)
+from grit_pipeline.schemas.rejects import UNEXPECTED_ERROR, error_text
+
+_INSTANCES = itertools.count()  # GroundFn instances of this process: each takes the next GPU
 
 # Rows held waiting for their batch, in batches: 16 keeps the mean batch at 99 % of 8 (and of 16)
 # on benchmarks/batch_fill.py's stream, where 4 gave 59 % (8 gives 89 %). A held row is its
@@ -59,18 +71,35 @@ class GroundFn(TimedDoFn):
     def setup(self):
         import torch
 
-        if self._config.threads:  # sized from the cores and the workers per machine (options.py)
-            torch.set_num_threads(self._config.threads)
-        self._detector = self._shared.acquire(lambda: load_detector(self._config), tag=repr(self._config))
-        threads = self._config.threads or os.cpu_count() or 1
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        device = choose_device(self._config.device, gpus, os.getpid() + next(_INSTANCES))
+        config = replace(self._config, device=device)  # one shared detector per device of this process
+        threads = self._threads()
+        self._detector = self._shared.acquire(lambda: self._load(config), tag=repr(config))
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grit-prepare")
         self._max_pending = self._config.batch_size + 2 * threads
+
+    def _threads(self) -> int:
+        """torch's threads: --detector-threads, else this process's share of its machine's usable cores."""
+        import torch
+
+        threads = self._config.threads or threads_per_process(usable_cores(), sdk_processes_here())
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        return threads
+
+    def _load(self, config: DetectorConfig):
+        detector = load_detector(config)
+        progress.detector_loaded()  # the progress records count the copies per process
+        return detector
 
     def teardown(self):
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def start_bundle(self):
         super().start_bundle()
+        if not self._config.threads:  # SDK processes of this machine may have started since setup
+            self._threads()
         batch_size = self._config.batch_size
         self._pending: deque[Future] = deque()
         self._tally = BatchTally()  # images through the detector in this bundle, its batches, shapes
@@ -120,7 +149,14 @@ class GroundFn(TimedDoFn):
             if isinstance(request, GroundingError):
                 yield beam.pvalue.TaggedOutput(REJECTS, row.reject("ground", GROUNDING_ERROR, request.error))
                 continue
-            for batch in self._buckets.add(shape_of(request.image), (row, request)):
+            try:
+                batches = self._buckets.add(shape_of(request.image), (row, request))
+            except Exception as err:  # this row only
+                yield beam.pvalue.TaggedOutput(
+                    REJECTS, row.reject("ground", GROUNDING_ERROR, error_text(err))
+                )
+                continue
+            for batch in batches:
                 yield from self._ground(batch)
 
     def _ground(self, batch: list[tuple[Row, GroundingRequest]]):
@@ -172,6 +208,9 @@ class AssembleFn(TimedDoFn):
         except ValueError as err:  # e.g. a caption holding '<' or '>', which Kosmos-2's format cannot carry
             yield beam.pvalue.TaggedOutput(REJECTS, row.reject("assemble", "unrenderable_caption", str(err)))
             return
+        except Exception as err:  # anything else ends this row only
+            yield beam.pvalue.TaggedOutput(REJECTS, row.reject("assemble", UNEXPECTED_ERROR, error_text(err)))
+            return
         finally:
             self.busy_s += time.perf_counter() - start
         yield record
@@ -180,14 +219,22 @@ class AssembleFn(TimedDoFn):
 class GroundAndAssemble(beam.PTransform):
     """Rows -> shard records (``records``), rejects and stage times (``stats``)."""
 
-    def __init__(self, config: DetectorConfig, store_images: bool, max_batch_wait_s: float | None = None):
+    def __init__(
+        self,
+        config: DetectorConfig,
+        store_images: bool,
+        max_batch_wait_s: float | None = None,
+        accelerator: str | None = None,
+    ):
         super().__init__()
         self._config, self._store_images = config, store_images
-        self._max_batch_wait_s = max_batch_wait_s
+        self._max_batch_wait_s, self._accelerator = max_batch_wait_s, accelerator
 
     def expand(self, rows):
-        ground = GroundFn(self._config, self._max_batch_wait_s)
-        grounded = rows | "Ground" >> beam.ParDo(ground).with_outputs(REJECTS, STATS, main="grounded")
+        ground = beam.ParDo(GroundFn(self._config, self._max_batch_wait_s))
+        if self._accelerator:  # only this step asks for GPU machines (Dataflow's right fitting)
+            ground = ground.with_resource_hints(accelerator=self._accelerator)
+        grounded = rows | "Ground" >> ground.with_outputs(REJECTS, STATS, main="grounded")
         assembled = grounded["grounded"] | "Assemble" >> beam.ParDo(
             AssembleFn(self._store_images)
         ).with_outputs(REJECTS, STATS, main="records")

@@ -34,13 +34,16 @@ from grit_pipeline.beam_jobs.output_dir import (
 )
 from grit_pipeline.beam_jobs.progress import LOGGER
 from grit_pipeline.beam_jobs.runners import (
+    ENVIRONMENT_CACHE_MS,
     check_paths_reachable,
+    keep_sdk_environments,
     pick_runner,
     provide_job_server,
     workers_on_this_machine,
 )
 from grit_pipeline.fetch import TRANSIENT_REASONS
 from grit_pipeline.grounding import TINY_DETECTOR, DetectorConfig, DetectorUnavailableError, load_detector
+from grit_pipeline.grounding.staging import is_staged_url, staged_provenance
 from grit_pipeline.inputs import InputError, check_input_files, keep_column_fields, list_input_files
 from grit_pipeline.inputs.config import UNKNOWN_RESIZE_GEOMETRY
 from grit_pipeline.inputs.frames import OPTION_HINT
@@ -90,7 +93,13 @@ def _todo(config: BuildConfig) -> tuple[list[str], list, list[str]]:
 def _load_detector_provenance(config: BuildConfig, here: bool) -> tuple[DetectorConfig, dict]:
     """Load the detector once here (workers on this machine) so an unavailable model fails now."""
     if not here:  # remote workers load it; this machine may not have it, or a GPU
-        return config.detector, config.detector.provenance()
+        provenance = config.detector.provenance()
+        if is_staged_url(config.detector.model):  # its checksum and revision, from the checksums file
+            try:
+                provenance.update(staged_provenance(config.detector.model))
+            except (DetectorUnavailableError, OSError) as err:
+                raise BuildError(str(err)) from err
+        return config.detector, provenance
     detector_config, fallback = config.detector, config.detector_fallback
     try:
         detector = load_detector(detector_config)
@@ -194,41 +203,101 @@ def _live_counts(result) -> dict[str, int]:
         return {}
 
 
-def _wait(result, interval_s: float, started: float) -> str:
-    """Wait for the job, logging its counters every ``interval_s`` seconds; returns its final state.
+NOT_STARTED = "NOT_STARTED"  # _wait's state for a job cancelled because no worker reported
+POLL_S = 1.0  # how often the launcher looks at the job while it waits
 
-    ``started`` is the job's start on the ``time.monotonic`` clock (local runners return from
-    ``run()`` only once the job is done).
+
+@dataclass
+class _Watch:
+    """The launcher's view of a running job: counts from Beam's metrics, else the workers' records."""
+
+    result: object
+    records: str  # the run's progress records folder
+    started: float  # the job's start, time.monotonic()
+
+    def counts(self) -> dict[str, int]:
+        return _live_counts(self.result) or progress.read_records(self.records).counts
+
+    def any_worker(self) -> bool:
+        return bool(progress.read_records(self.records).workers) or bool(_live_counts(self.result))
+
+    def line(self) -> str | None:
+        counts = self.counts()
+        return progress.metrics_line(counts, time.monotonic() - self.started) if counts else None
+
+
+def _wait(watch: _Watch, interval_s: float, start_timeout_s: float) -> str:
+    """Wait for the job, logging its progress every ``interval_s`` seconds; returns its final state.
+
+    Local runners return from ``run()`` only once the job is done. Elsewhere the job runs while
+    this waits: ``wait_until_finish`` runs in a thread, and when no worker has reported after
+    ``start_timeout_s`` seconds (0: never give up) the job is cancelled and ``NOT_STARTED`` returned.
     """
-    finished = threading.Event()
+    finished, outcome = threading.Event(), {}
 
-    def report():
-        while not finished.wait(interval_s):
-            counts = _live_counts(result)
-            if counts:
-                LOGGER.info(progress.metrics_line(counts, time.monotonic() - started))
+    def wait_for_job():
+        try:
+            outcome["state"] = str(watch.result.wait_until_finish())
+        except BaseException as err:  # re-raised in the launcher's thread
+            outcome["error"] = err
+        finally:
+            finished.set()
 
-    if interval_s > 0:
-        threading.Thread(target=report, name="grit-job-progress", daemon=True).start()
+    threading.Thread(target=wait_for_job, name="grit-job-wait", daemon=True).start()
+    last_line, worker_seen = time.monotonic(), False
+    while not finished.wait(POLL_S):
+        now = time.monotonic()
+        if interval_s > 0 and now - last_line >= interval_s:
+            last_line = now
+            line = watch.line()
+            if line:
+                LOGGER.info(line)
+        if start_timeout_s and not worker_seen:
+            worker_seen = watch.any_worker()
+            if not worker_seen and now - watch.started >= start_timeout_s:
+                _cancel(watch.result, start_timeout_s)
+                return NOT_STARTED
+    if "error" in outcome:
+        raise outcome["error"]
+    line = watch.line()
+    if line:
+        LOGGER.info(line)
+    workers = progress.read_records(watch.records)
+    if workers.workers:
+        LOGGER.info(progress.workers_line(workers))
+    return outcome["state"]
+
+
+def _cancel(result, timeout_s: float) -> None:
+    LOGGER.error(
+        "no SDK worker reported within %.0f s (--worker-start-timeout), so the job was cancelled: check that "
+        "the workers' environment starts (its image or python has apache_beam and this package; the "
+        "runner's worker logs say why it did not)",
+        timeout_s,
+    )
     try:
-        state = result.wait_until_finish()
-    finally:
-        finished.set()
-    counts = _live_counts(result)
-    if counts:
-        LOGGER.info(progress.metrics_line(counts, time.monotonic() - started))
-    return str(state)
+        result.cancel()
+    except Exception as err:  # the job service may be gone too; the launcher exits 1 either way
+        LOGGER.warning("cancelling the job failed: %s", err)
 
 
 def _run_and_commit(prepared: PreparedRun, config: BuildConfig, lock: OutputLock) -> int:
     plan = prepared.plan
     provide_job_server(prepared.pipeline.options)
+    if keep_sdk_environments(prepared.pipeline.options):
+        LOGGER.info(
+            "SDK workers are kept across the job's stages (--environment_cache_millis %d)",
+            ENVIRONMENT_CACHE_MS,
+        )
     start_run(plan)
     LOGGER.info("run %s: %d input file(s) -> %s", plan.run_id, len(prepared.files), plan.output)
     progress.reset()  # counts of this run only, when several runs share a process
     try:
         started = time.monotonic()
-        state = _wait(prepared.pipeline.run(), config.progress_interval_s, started)
+        watch = _Watch(prepared.pipeline.run(), progress.records_folder(plan.staging), started)
+        state = _wait(watch, config.progress_interval_s, config.worker_start_timeout_s)
+        if state == NOT_STARTED:
+            return 1
     except Exception as err:  # the job failed on its runner: say so in a line, commit nothing
         LOGGER.error("the job failed, nothing was committed (its inputs stay unfinished): %s", err)
         return 1

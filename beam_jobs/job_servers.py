@@ -1,4 +1,14 @@
-"""Beam's Spark and Flink job servers, assembled from Maven Central into a local cache, once.
+"""Beam's Spark and Flink job servers: Beam's own jar for the SDK's version, else one assembled here.
+
+``job_server(name)`` first asks Beam for its own shaded job-server jar at the installed SDK's
+version (``beam-runners-spark-3-job-server`` / ``beam-runners-flink-1.19-job-server``, Beam's
+default, downloaded into ``~/.apache_beam/cache/jars``): the jar Beam builds and tests with this SDK.
+Only when that cannot be had does it fall back, in one logged line, to the jar assembled below.
+
+Supported clusters: Spark 3.5 (Scala 2.12; standalone, YARN or Kubernetes masters) and Flink 1.19
+(session clusters, ``--flink_master HOST:REST_PORT``), the versions both jars are built for.
+
+The fallback, assembled from Maven Central into a local cache, once:
 
 Beam's Python SparkRunner and FlinkRunner start a Java job server (``java -jar JAR``) that
 translates the portable pipeline for Spark (``local[N]``) or a Flink mini-cluster (``[local]``).
@@ -141,13 +151,42 @@ def ensure_job_server(name: str) -> Path:
     return server.jar
 
 
+BEAM_JAR_TARGETS = {
+    "spark": ":runners:spark:3:job-server:shadowJar",
+    "flink": ":runners:flink:1.19:job-server:shadowJar",
+}
+
+
+def beams_own_jar(name: str) -> Path:
+    """Beam's own job-server jar for the installed SDK version (downloaded once); raises when unavailable."""
+    from apache_beam.utils.subprocess_server import JavaJarServer
+
+    return Path(JavaJarServer.local_jar(JavaJarServer.path_to_beam_jar(BEAM_JAR_TARGETS[name])))
+
+
+def job_server(name: str) -> Path:
+    """The job server jar to use for ``name``: Beam's own for this SDK, else the assembled fallback."""
+    try:
+        return beams_own_jar(name)
+    except Exception as err:  # not published for this version, or no network: the fallback says so
+        from apache_beam.version import __version__
+
+        reason = str(err).splitlines()[0][:160]
+        print(
+            f"Beam's {name} job server {__version__} is unavailable ({reason}); using the one assembled "
+            f"from Beam {BEAM_JAVA_VERSION}'s runner modules (no compatibility promise across versions)",
+            file=sys.stderr,
+        )
+        return ensure_job_server(name)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="fetch Beam's job servers into " + str(CACHE_DIR))
     parser.add_argument("runners", nargs="+", choices=sorted(JOB_SERVERS))
     args = parser.parse_args(argv)
     try:
         for name in args.runners:
-            print(ensure_job_server(name))
+            print(job_server(name))
     except JobServerUnavailableError as err:
         print(f"job servers: error: {err}", file=sys.stderr)
         return 2

@@ -162,6 +162,13 @@ def _add_input_options(parser: argparse.ArgumentParser) -> None:
         help="seconds between progress lines (0: none)",
     )
     where.add_argument(
+        "--worker-start-timeout",
+        type=float,
+        default=BuildConfig.worker_start_timeout_s,
+        metavar="S",
+        help="cancel the job (exit 1) when no SDK worker has reported after S seconds (0: wait forever)",
+    )
+    where.add_argument(
         "--break-lock",
         action="store_true",
         help="take OUTPUT's lock although another run holds it (only when that run is known to be dead)",
@@ -209,11 +216,19 @@ def _add_grounding_options(parser: argparse.ArgumentParser) -> None:
         "default) or the stored resized copy (stored: less CPU for large photos, less detail)",
     )
     det.add_argument(
+        "--ground-accelerator",
+        default=None,
+        metavar="SPEC",
+        help="Beam accelerator resource hint for the ground step only, e.g. "
+        "'type:nvidia-l4;count:1;install-nvidia-driver' (Dataflow); see the README's GPU recipe",
+    )
+    det.add_argument(
         "--detector-threads",
         type=int,
         default=None,
         metavar="N",
-        help="torch threads per worker process (default: the cores divided by the local workers)",
+        help="torch threads per worker process (default: the cores each process may use, divided by the "
+        "SDK processes of its machine, on every runner)",
     )
 
 
@@ -386,6 +401,8 @@ def build_config(args) -> BuildConfig:
             progress_interval_s=args.progress_interval,
             max_batch_wait_s=args.max_batch_wait,
             break_lock=args.break_lock,
+            worker_start_timeout_s=args.worker_start_timeout,
+            ground_accelerator=args.ground_accelerator,
         )
     except ValueError as err:  # the dataclasses' own checks
         raise BuildError(str(err)) from err

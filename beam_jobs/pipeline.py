@@ -11,6 +11,7 @@ from grit_pipeline.beam_jobs.config import BuildConfig
 from grit_pipeline.beam_jobs.dedup import Deduplicate, committed_shards
 from grit_pipeline.beam_jobs.ground import GroundAndAssemble
 from grit_pipeline.beam_jobs.output_dir import RunPlan
+from grit_pipeline.beam_jobs.progress import records_folder
 from grit_pipeline.beam_jobs.records import REJECTS, STATS
 from grit_pipeline.beam_jobs.stages import FetchImages, ParseCaptions, ReadInputs
 from grit_pipeline.beam_jobs.write import WriteOutputs
@@ -37,7 +38,10 @@ def build_graph(
         return out[main]
 
     earlier = committed_shards(config.output)  # what earlier runs accepted stays taken
-    read = ReadInputs(files, config.input, plan.transient_reasons, config.progress_interval_s, earlier)
+    records = records_folder(plan.staging)
+    read = ReadInputs(
+        files, config.input, plan.transient_reasons, config.progress_interval_s, earlier, records
+    )
     rows = stage(pipeline, "Read", read)
     if config.dedup == "url":
         rows = stage(rows, "DedupByUrl", Deduplicate("url", earlier), has_stats=False)
@@ -54,7 +58,9 @@ def build_graph(
     records = stage(
         rows,
         "GroundAndAssemble",
-        GroundAndAssemble(config.detector, config.store_images, config.max_batch_wait_s),
+        GroundAndAssemble(
+            config.detector, config.store_images, config.max_batch_wait_s, config.ground_accelerator
+        ),
         "records",
     )
     all_rejects = rejects | "AllRejects" >> beam.Flatten()

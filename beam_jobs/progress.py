@@ -7,17 +7,25 @@ configure that logger themselves (a worker process is not the launcher).
 
 The same counts go to Beam's metrics (namespace ``grit``: ``read``, ``accepted``,
 ``rejected/STAGE/REASON``), which the launcher queries while it waits for a job on any runner
-(``metrics_line``).
+(``metrics_line``). Where those are not live (Spark's and Flink's job servers report them only
+when the job ends), the launcher reads progress records instead: each worker process writes its
+counts as ``_staging/RUN_ID/progress/HOST-PID.json`` when its tracker starts (so the launcher
+knows a worker is up) and every ``interval_s`` seconds after; ``read_records`` sums them.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import socket
 import sys
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
+
+import fsspec
 
 LOGGER = logging.getLogger("grit_pipeline.build")
 METRICS_NAMESPACE = "grit"
@@ -52,16 +60,34 @@ def _count(name: str, rows: int) -> None:
     Metrics.counter(METRICS_NAMESPACE, name).inc(rows)
 
 
+RECORDS_FOLDER = "progress"
+RECORD_INTERVAL_S = 10.0  # records are written this often when progress lines are off (0)
+_DETECTORS = 0  # detector copies this process loaded (ground.GroundFn counts them)
+
+
+def records_folder(staging: str) -> str:
+    """Where the workers of the run staged under ``staging`` write their progress records."""
+    return f"{staging}/{RECORDS_FOLDER}"
+
+
+def detector_loaded() -> None:
+    global _DETECTORS
+    _DETECTORS += 1
+
+
 class Progress:
-    def __init__(self, interval_s: float):
+    def __init__(self, interval_s: float, records: str | None = None):
         self.interval_s = interval_s
         self.started = time.monotonic()
         self.rows_in = 0
         self.accepted = 0
-        self.rejected: Counter = Counter()
+        self.rejected: Counter = Counter()  # by "STAGE/REASON"
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        if interval_s > 0:
+        self._records = records
+        if records:
+            self.write_record()  # the launcher's sign that a worker started
+        if interval_s > 0 or records:
             threading.Thread(target=self._report_forever, name="grit-progress", daemon=True).start()
 
     def read(self, rows: int = 1) -> None:
@@ -89,9 +115,38 @@ class Progress:
             f"{rejected} rejected{': ' + reasons if reasons else ''}), {rate:.1f} rows/s"
         )
 
+    def counts(self) -> dict[str, int]:
+        """This process's counts under the metric names (``read``, ``accepted``, ``rejected/STAGE/REASON``)."""
+        with self._lock:
+            rejected = {f"rejected/{reason}": n for reason, n in self.rejected.items()}
+            return {"read": self.rows_in, "accepted": self.accepted, **rejected}
+
+    def write_record(self) -> None:
+        """This process's counts as its progress record (best effort: progress never fails a bundle)."""
+        fs, folder = fsspec.core.url_to_fs(self._records)
+        record = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "python": sys.executable,
+            "package": os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+            "detectors": _DETECTORS,
+            "counts": self.counts(),
+        }
+        try:
+            if fs.exists(folder.rsplit("/", 1)[0]):  # not once the run is committed (its folder is gone)
+                from grit_pipeline.beam_jobs.output_dir import write_json
+
+                write_json(fs, f"{folder}/{record['host']}-{record['pid']}.json", record)
+        except Exception as err:  # a full disk or a flaky store must not end the bundle
+            LOGGER.warning("progress record not written: %s", err)
+
     def _report_forever(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            LOGGER.info(self.line())
+        period = self.interval_s if self.interval_s > 0 else RECORD_INTERVAL_S
+        while not self._stop.wait(period):
+            if self.interval_s > 0:
+                LOGGER.info(self.line())
+            if self._records:
+                self.write_record()
 
     def stop(self) -> None:
         self._stop.set()
@@ -101,13 +156,16 @@ _TRACKER: Progress | None = None
 _TRACKER_LOCK = threading.Lock()
 
 
-def tracker(interval_s: float) -> Progress:
-    """This process's tracker (created, and its reporting thread started, on first use)."""
+def tracker(interval_s: float, records: str | None = None) -> Progress:
+    """This process's tracker (created, and its reporting thread started, on first use).
+
+    ``records``: the run's progress records folder (``records_folder``), where it writes its own.
+    """
     global _TRACKER
     with _TRACKER_LOCK:
         if _TRACKER is None:
             configure_logging()
-            _TRACKER = Progress(interval_s)
+            _TRACKER = Progress(interval_s, records)
         return _TRACKER
 
 
@@ -128,6 +186,46 @@ def job_counts(metric_results) -> dict[str, int]:
             value = result.committed if result.committed is not None else result.attempted
             counts[result.key.metric.name] += value or 0
     return dict(counts)
+
+
+@dataclass(frozen=True)
+class WorkerRecords:
+    """The progress records of a run's workers: their summed counts and who wrote them."""
+
+    counts: dict[str, int]
+    workers: tuple[dict, ...]  # one record per worker process: host, pid, python, package, detectors
+
+    @property
+    def detectors(self) -> int:
+        return sum(w.get("detectors", 0) for w in self.workers)
+
+
+def read_records(folder: str) -> WorkerRecords:
+    """Every worker's latest record in ``folder``, counts summed; unreadable ones (mid-write) skipped."""
+    fs, root = fsspec.core.url_to_fs(folder)
+    counts: Counter = Counter()
+    workers = []
+    try:
+        paths = [p for p in fs.ls(root, detail=False) if p.endswith(".json") and "/." not in p]
+    except FileNotFoundError:
+        paths = []
+    for path in sorted(paths):
+        try:
+            with fs.open(path, "r") as handle:
+                record = json.load(handle)
+        except (OSError, ValueError):
+            continue
+        counts.update(record.get("counts", {}))
+        workers.append({k: v for k, v in record.items() if k != "counts"})
+    return WorkerRecords(dict(counts), tuple(workers))
+
+
+def workers_line(records: WorkerRecords) -> str:
+    hosts = {w["host"] for w in records.workers}
+    return (
+        f"workers: {len(records.workers)} SDK process(es) on {len(hosts)} host(s) reported, "
+        f"{records.detectors} detector copies loaded"
+    )
 
 
 def metrics_line(counts: dict[str, int], elapsed_s: float) -> str:

@@ -8,8 +8,9 @@
 - PortableRunner: any job service (``--job_endpoint embed`` is Beam's own, in process).
 - DaskRunner is refused (see ``DASK_REFUSAL``).
 
-Workers share this machine (so local paths work) on local runners, on Spark ``local[N]``, on
-Flink ``[local]`` / ``[auto]``, and on a job service at ``embed`` or localhost, unless the SDK
+Workers share this machine (so local paths work) on local runners, on Spark ``local[N]`` or a
+standalone master on localhost, on Flink ``[local]`` / ``[auto]`` or a session cluster on localhost,
+and on a job service at ``embed`` or localhost, unless the SDK
 workers run in Docker containers (``--environment_type DOCKER``), which have their own disks.
 """
 
@@ -66,9 +67,11 @@ def workers_on_this_machine(options) -> bool:
     if portable.job_endpoint is not None and name in ("PortableRunner", "SparkRunner", "FlinkRunner"):
         return _local_endpoint(portable.job_endpoint)
     if name == "SparkRunner":
-        return options.view_as(po.SparkRunnerOptions).spark_master_url.startswith("local")
+        master = options.view_as(po.SparkRunnerOptions).spark_master_url
+        return master.startswith("local") or _local_endpoint(master.removeprefix("spark://"))
     if name == "FlinkRunner":
-        return options.view_as(po.FlinkRunnerOptions).flink_master in ("[local]", "[auto]")
+        master = options.view_as(po.FlinkRunnerOptions).flink_master
+        return master in ("[local]", "[auto]") or _local_endpoint(master.split("://")[-1])
     return False
 
 
@@ -80,7 +83,7 @@ def provide_job_server(options) -> None:
     """
     from apache_beam.options import pipeline_options as po
 
-    from grit_pipeline.beam_jobs.job_servers import JobServerUnavailableError, ensure_job_server
+    from grit_pipeline.beam_jobs.job_servers import JobServerUnavailableError, job_server
 
     name = short_name(runner_name(options))
     views = {"SparkRunner": po.SparkRunnerOptions, "FlinkRunner": po.FlinkRunnerOptions}
@@ -90,9 +93,30 @@ def provide_job_server(options) -> None:
     if getattr(view, f"{key}_job_server_jar"):
         return
     try:
-        setattr(view, f"{key}_job_server_jar", str(ensure_job_server(key)))
+        setattr(view, f"{key}_job_server_jar", str(job_server(key)))
     except JobServerUnavailableError as err:
         raise BuildError(str(err)) from err
+
+
+# Beam's portable runners tear an SDK environment down when the stage that started it ends, unless
+# --environment_cache_millis says to keep it: on Spark every stage of this job (about ten, between
+# its shuffles) would start its own SDK workers, each making a venv, installing the wheel and
+# loading spaCy and the detector again. Seen on the standalone cluster of the runner tests: six
+# environments per worker before the job's end. Ten minutes outlasts any gap between stages.
+ENVIRONMENT_CACHE_MS = 600_000
+
+
+def keep_sdk_environments(options) -> bool:
+    """Keep SDK workers across a job's stages on portable runners (in place); True if it set the option."""
+    from apache_beam.options import pipeline_options as po
+
+    if short_name(runner_name(options)) not in ("SparkRunner", "FlinkRunner", "PortableRunner"):
+        return False
+    portable = options.view_as(po.PortableOptions)
+    if portable.environment_cache_millis:
+        return False  # the user's value stands
+    portable.environment_cache_millis = ENVIRONMENT_CACHE_MS
+    return True
 
 
 def check_paths_reachable(paths: list[str]) -> None:

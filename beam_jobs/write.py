@@ -20,7 +20,7 @@ from apache_beam.metrics import Metrics
 
 from grit_pipeline.beam_jobs.commit import seal
 from grit_pipeline.beam_jobs.output_dir import RunPlan
-from grit_pipeline.beam_jobs.progress import METRICS_NAMESPACE, tracker
+from grit_pipeline.beam_jobs.progress import METRICS_NAMESPACE, records_folder, tracker
 from grit_pipeline.beam_jobs.records import STATS, StagedFile
 from grit_pipeline.beam_jobs.stages import TimedDoFn, windowed
 from grit_pipeline.schemas import REJECTS_SCHEMA, shard_schema, write_table
@@ -44,7 +44,7 @@ class WriteFn(TimedDoFn):
             REJECTS_SCHEMA if self._kind == "rejects" else shard_schema(self._extra_fields)
         )
         self._provenance = {**self._plan.provenance, "run_id": self._plan.run_id}
-        self._progress = tracker(self._progress_s)
+        self._progress = tracker(self._progress_s, records_folder(self._plan.staging))
         self._accepted = Metrics.counter(METRICS_NAMESPACE, "accepted")
 
     def start_bundle(self):
@@ -54,7 +54,7 @@ class WriteFn(TimedDoFn):
     def process(self, record: dict):
         self._rows.append(record)
         if self._kind == "rejects":
-            self._progress.reject(record["reason"])
+            self._progress.reject(f"{record['stage']}/{record['reason']}")
             Metrics.counter(METRICS_NAMESPACE, f"rejected/{record['stage']}/{record['reason']}").inc()
         else:
             self._progress.accept()

@@ -2,7 +2,11 @@
 
 Runners: the local runner in process and with ``multi_processing`` (2 workers), the portable
 runner (Beam's embedded job service, SDK workers from a worker pool process), Spark ``local[2]``
-and Flink ``[local]`` (their job servers from ``make job-servers``). Each build runs as its own
+and Flink ``[local]`` (their job servers from ``make job-servers``), and the two clusters of
+``beam_jobs/clusters.py`` (``spark-cluster``: a standalone master and 2 workers; ``flink-cluster``:
+a JobManager and 2 TaskManagers; SDK workers from Beam's boot program installing the wheel,
+``make clusters``), which also print the launcher's live ``job:`` lines and its ``workers:`` line
+(SDK processes and detector copies). Each build runs as its own
 `grit build` process with the tiny random detector; "command s" is the whole process (imports,
 job server start), "run s" the manifest's wall time from the run's start to its commit.
 
@@ -11,6 +15,7 @@ N-row build (no target: it says what a portable runner costs on one machine).
 
     python benchmarks/runners.py                               # example + 200 rows, every runner
     python benchmarks/runners.py --rows 50 --runners local portable
+    python benchmarks/runners.py --rows 200 --runners spark-cluster flink-cluster --no-example
 """
 
 from __future__ import annotations
@@ -38,7 +43,10 @@ RUNNERS = {
     "portable": ["--runner", "PortableRunner", "--job_endpoint", "embed", "--environment_type", "EXTERNAL"],
     "spark": ["--runner", "SparkRunner", "--spark_master_url", "local[2]"],
     "flink": ["--runner", "FlinkRunner", "--flink_master", "[local]"],
+    "spark-cluster": [],  # the cluster's own flags, added once it runs
+    "flink-cluster": [],
 }
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -70,13 +78,38 @@ def build(what: list[str], runner: list[str], out: str) -> dict:
     if done.returncode != 0:
         raise RuntimeError(f"grit build failed ({' '.join(runner)}): {done.stderr[-3000:]}")
     manifest = json.loads(Path(out, "manifest.json").read_text())
-    return {"command_s": command_s, "run_s": manifest["timings"]["wall_s"], "counts": manifest["counts"]}
+    lines = [
+        line
+        for line in done.stderr.splitlines()
+        if line.startswith(("grit build: job:", "grit build: workers:"))
+    ]
+    return {
+        "command_s": command_s,
+        "run_s": manifest["timings"]["wall_s"],
+        "counts": manifest["counts"],
+        "lines": lines,
+    }
+
+
+def cluster_build(kind: str, what: list[str], out: str, tmp: str) -> dict:
+    """One build on a freshly started cluster of ``kind``, SDK workers installing the project's wheel."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from built_wheel import build_wheel
+
+    from grit_pipeline.beam_jobs import clusters
+
+    wheel = build_wheel(Path(tmp, f"dist-{kind}"), Path(tmp, f"source-{kind}"))
+    with clusters.running(kind, Path(tmp, f"cluster-{kind}")) as cluster:
+        flags = [*cluster.beam_argv, *clusters.process_environment(), "--extra_package", str(wheel)]
+        flags += ["--artifacts_dir", f"{tmp}/artifacts-{kind}", "--progress-interval", "10"]
+        return build(what, flags, out)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200)
     parser.add_argument("--runners", nargs="+", choices=sorted(RUNNERS), default=list(RUNNERS))
+    parser.add_argument("--no-example", action="store_true", help="only the N-row build")
     args = parser.parse_args(argv)
     ports, stop = multiprocessing.Queue(), multiprocessing.Event()
     server = multiprocessing.Process(target=serve, args=(args.rows, ports, stop), daemon=True)
@@ -90,12 +123,20 @@ def main(argv: list[str] | None = None) -> None:
             captions = [CAPTIONS[i % len(CAPTIONS)] for i in range(args.rows)]
             pq.write_table(pa.table({"url": urls, "caption": captions}), f"{tmp}/in.parquet")
             inputs = {"example": ["--example"], f"{args.rows} rows": ["--input", f"{tmp}/in.parquet"]}
+            if args.no_example:
+                del inputs["example"]
             for name in args.runners:
                 runner = RUNNERS[name] + (["--environment_config", endpoint] if name == "portable" else [])
                 for label, what in inputs.items():
-                    result = build(what, runner, f"{tmp}/{name}-{label.replace(' ', '-')}")
+                    out = f"{tmp}/{name}-{label.replace(' ', '-')}"
+                    if name.endswith("-cluster"):
+                        result = cluster_build(name.split("-")[0], what, out, tmp)
+                    else:
+                        result = build(what, runner, out)
                     results.append((name, label, result))
                     print(f"  {name:<17} {label:<9} {result['command_s']:7.1f} s", file=sys.stderr)
+                    for line in result["lines"]:
+                        print(f"    {line}", file=sys.stderr)
     finally:
         pool.terminate()
         stop.set()

@@ -23,6 +23,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "noun chunks and referring expressions of captions (text stage)",
     ),
     "ground": ("grit_pipeline.commands.ground", "text stage plus grounding on one image"),
+    "stage-detector": (
+        "grit_pipeline.commands.stage_detector",
+        "copy a detector (hub model at a revision, or a folder) to a URL workers copy once, with checksums",
+    ),
     "inspect": ("grit_pipeline.commands.inspect", "summary statistics and plots of shards"),
     "validate": ("grit_pipeline.commands.validate", "check shards against the schema and its invariants"),
     "show": ("grit_pipeline.commands.show", "draw samples with their boxes: contact sheet and HTML gallery"),

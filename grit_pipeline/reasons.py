@@ -68,6 +68,9 @@ REASONS: dict[str, Reason] = {
     "unrenderable_caption": Reason(
         "assemble", False, "a caption holding '<', '>' or a look-alike, or a bad span"
     ),
+    "unexpected_error": Reason(
+        "any", False, "an exception no stage expected (class and message in error); that row only"
+    ),
 }
 
 TRANSIENT_REASONS = frozenset(

@@ -16,6 +16,9 @@ import pyarrow as pa
 from grit_pipeline.schemas.shard import SCHEMA_KEY
 
 REJECTS_SCHEMA_VERSION = 2
+# Any stage: an exception no stage expected (a bug, a library's surprise) ends that row only, with
+# the exception's class and message in ``error`` (Beam's dead-letter pattern: no bundle fails on a row).
+UNEXPECTED_ERROR = "unexpected_error"
 
 REJECTS_SCHEMA = pa.schema(
     [
@@ -29,6 +32,11 @@ REJECTS_SCHEMA = pa.schema(
     ],
     metadata={SCHEMA_KEY: f"rejects/{REJECTS_SCHEMA_VERSION}".encode()},
 )
+
+
+def error_text(err: BaseException) -> str:
+    """An exception as a rejects row's ``error``: its class and message."""
+    return f"{type(err).__name__}: {err}"
 
 
 def as_text(value: Any) -> str | None:

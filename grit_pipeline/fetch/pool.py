@@ -14,6 +14,7 @@ from grit_pipeline.fetch.decode import decode_one, img2dataset_module, make_resi
 from grit_pipeline.fetch.download import download_with_retries
 from grit_pipeline.fetch.guard import AddressPolicy, build_opener
 from grit_pipeline.fetch.results import FetchedImage, FetchError, FetchFailure
+from grit_pipeline.schemas.rejects import UNEXPECTED_ERROR, error_text
 
 
 def read_one(source, config: FetchConfig, resizer, slots) -> FetchedImage | FetchFailure:
@@ -81,15 +82,23 @@ class Fetcher:
             tag, self._pool.submit(read_one, source, self.config, self._resizer, self._decode_slots)
         )
 
+    @staticmethod
+    def _outcome(future: Future) -> FetchedImage | FetchFailure:
+        """A finished download's result; an exception nothing expected is that row's failure."""
+        try:
+            return future.result()
+        except Exception as err:  # one URL's surprise must not end the bundle
+            return FetchFailure(UNEXPECTED_ERROR, error_text(err))
+
     def _track(self, tag: Any, future: Future) -> list[tuple[Any, FetchedImage | FetchFailure]]:
         self._pending[future] = tag
         if len(self._pending) >= self.max_in_flight:
             wait(self._pending, return_when=FIRST_COMPLETED)
-        return [(self._pending.pop(f), f.result()) for f in [f for f in self._pending if f.done()]]
+        return [(self._pending.pop(f), self._outcome(f)) for f in [f for f in self._pending if f.done()]]
 
     def drain(self) -> list[tuple[Any, FetchedImage | FetchFailure]]:
         wait(self._pending)
-        done, self._pending = [(tag, f.result()) for f, tag in self._pending.items()], {}
+        done, self._pending = [(tag, self._outcome(f)) for f, tag in self._pending.items()], {}
         return done
 
     def fetch_all(self, items: Iterable[tuple[Any, str]]) -> list[tuple[Any, FetchedImage | FetchFailure]]:

@@ -9,6 +9,7 @@ batch that runs out of memory is halved and retried; on CPU everything is float3
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import replace
@@ -27,6 +28,7 @@ from grit_pipeline.grounding.preprocess import (
     prepare_image,
 )
 from grit_pipeline.grounding.spans import Prompt, normalize_caption, span_tokens, validate_spans
+from grit_pipeline.grounding.staging import CHECKSUMS, is_staged_url, local_copy
 
 
 def resolve_device(name: str) -> torch.device:
@@ -45,6 +47,8 @@ def resolve_model_path(model: str) -> str:
         from grit_pipeline.grounding.tiny import cached_tiny_detector
 
         return str(cached_tiny_detector())
+    if is_staged_url(model):  # a staged folder: this machine's checked copy (downloaded once)
+        return str(local_copy(model).path)
     looks_like_path = model.startswith((".", "/", "~")) or os.sep in model.strip("/").split("/", 1)[-1]
     path = Path(model).expanduser()
     if path.is_dir():
@@ -126,6 +130,17 @@ def _unavailable(model: str) -> DetectorUnavailableError:
     )
 
 
+def weights_origin(model: str, network) -> dict:
+    """Which weights exactly: a staged folder's checksum and revision, or the hub commit loaded."""
+    if is_staged_url(model):
+        return local_copy(model).provenance()
+    record = Path(model).expanduser() / CHECKSUMS
+    if model != TINY_DETECTOR and record.is_file():
+        saved = json.loads(record.read_text())
+        return {"detector_checksum": saved["checksum"], "detector_revision": saved.get("revision")}
+    return {"detector_revision": getattr(network.config, "_commit_hash", None)}
+
+
 class HFDetector:
     """Grounding DINO through transformers; implements the ``Detector`` protocol."""
 
@@ -140,7 +155,7 @@ class HFDetector:
         self.image_spec = ImageSpec.from_processor(processor.image_processor, config.max_stretch)
 
     def provenance(self) -> dict:
-        return self.config.provenance()
+        return {**self.config.provenance(), **weights_origin(self.config.model, self.model)}
 
     def image_from_bytes(self, data: bytes) -> PreparedImage:
         """Encoded bytes -> the image as ``ground`` takes it (decoded at reduced scale where possible)."""

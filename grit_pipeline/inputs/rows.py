@@ -22,7 +22,7 @@ from grit_pipeline.inputs.config import (
 )
 from grit_pipeline.inputs.frames import restore_frame
 from grit_pipeline.inputs.image_files import image_root, locate_image_file
-from grit_pipeline.schemas.rejects import as_text
+from grit_pipeline.schemas.rejects import UNEXPECTED_ERROR, as_text, error_text
 from grit_pipeline.schemas.shard import image_column
 
 Problem = tuple[str, str]  # (reason, error)
@@ -145,7 +145,16 @@ def _image(record: dict, where: Where, config: InputConfig) -> tuple[bytes | Non
 
 
 def to_row(record: dict, where: Where, config: InputConfig) -> InputRow:
-    """The ``InputRow`` of one record; the first problem found becomes its reject."""
+    """The ``InputRow`` of one record; the first problem found, or an unexpected exception, is its reject."""
+    try:
+        return _to_row(record, where, config)
+    except Exception as err:  # this record only: the file's other rows go on
+        key = f"{where.key_prefix}-{where.index:09d}"
+        error = f"{where.path} line {where.line}: {error_text(err)}"
+        return InputRow(key, None, None, where.path, reject=(UNEXPECTED_ERROR, error), index=where.index)
+
+
+def _to_row(record: dict, where: Where, config: InputConfig) -> InputRow:
     key, key_problem = _key(record, where, config)
     fields, pass_problem = _passthrough(record, where)
     kept, keep_problem = _kept(record, where, config)

@@ -1,0 +1,29 @@
+"""The project's wheel, built from a copy of the checkout (an in-place build would reuse ./build).
+
+pip builds it in an isolated environment with the build requirements pyproject.toml names
+(setuptools>=68 and wheel, fetched from PyPI), as a user's `pip wheel .` would.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def build_wheel(out: Path, source: Path) -> Path:
+    """The wheel of the tracked and untracked-but-not-ignored files, written into ``out``."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    for name in listed.stdout.splitlines():
+        if (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
+    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out)]
+    subprocess.run([*command, str(source)], check=True, capture_output=True)
+    (wheel,) = out.glob("grit_pipeline-*.whl")
+    return wheel
