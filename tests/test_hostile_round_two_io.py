@@ -450,6 +450,7 @@ def test_every_reason_the_code_raises_is_in_the_table():
         r'= "([a-z_]+)"', "grit_pipeline/grounding/config.py"
     )
     raised |= _literals(r'^UNSUPPORTED_FORMAT = "([a-z_]+)"', "grit_pipeline/fetch/formats.py")
+    raised |= _literals(r'^UNEXPECTED_ERROR = "([a-z_]+)"', "schemas/rejects.py")
     raised |= {f"http_{code}" for code in (404, 103, 599)}  # _http_error's f"http_{status}"
     assert len(raised) > 25
     unknown = sorted(r for r in raised if not reasons.is_known(r))
