@@ -21,6 +21,7 @@ import grit_pipeline
 from grit_pipeline.beam_jobs import progress
 from grit_pipeline.beam_jobs.commit import CommitError, commit, sealed_items
 from grit_pipeline.beam_jobs.config import BuildConfig, BuildError
+from grit_pipeline.beam_jobs.job_state import runner_name
 from grit_pipeline.beam_jobs.lock import OutputLock, OutputLockedError
 from grit_pipeline.beam_jobs.modes import prepare, recover
 from grit_pipeline.beam_jobs.options import BEAM_ARGV, add_arguments, build_config
@@ -226,7 +227,9 @@ def _run_and_commit(prepared: PreparedRun, config: BuildConfig, lock: OutputLock
     progress.reset()  # counts of this run only, when several runs share a process
     try:
         started = time.monotonic()
-        state = _wait(prepared.pipeline.run(), config.progress_interval_s, started)
+        result = prepared.pipeline.run()
+        lock.record_job(result, prepared.pipeline.options)  # a later build asks the runner about it
+        state = _wait(result, config.progress_interval_s, started)
     except Exception as err:  # the job failed on its runner: say so in a line, commit nothing
         LOGGER.error("the job failed, nothing was committed (its inputs stay unfinished): %s", err)
         return 1
@@ -249,11 +252,11 @@ def _run_and_commit(prepared: PreparedRun, config: BuildConfig, lock: OutputLock
 def launch(config: BuildConfig, beam_argv: list[str] | None = None, *, test_pipeline=None) -> int:
     """Run the job of ``config`` on the runner ``beam_argv`` names; raises BuildError for user errors."""
     progress.configure_logging()
-    _, _, here = _options(list(beam_argv or []), test_pipeline)  # refuses DaskRunner
+    options, _, here = _options(list(beam_argv or []), test_pipeline)  # refuses DaskRunner
     if not here:  # before the lock, which would already write into OUTPUT
         check_paths_reachable([*config.inputs, config.output])
     run_id = new_run_id()
-    lock = OutputLock(config.output, run_id)
+    lock = OutputLock(config.output, run_id, runner=runner_name(options))
     try:
         lock.acquire(config.break_lock)
     except OutputLockedError as err:
