@@ -66,8 +66,8 @@ def _retry_plan(output: str) -> tuple[list[str], list]:
     if load_manifest(output) is None:
         raise BuildError(f"--retry-rejects: {output} holds no finished build (no manifest.json)")
     fs, root = fsspec.core.url_to_fs(output)
-    sources = sorted(fs.glob(f"{root}/rejects/rejects-*.parquet"))
-    sources = [fs.unstrip_protocol(p) if "://" in output else p for p in sources]
+    # The committed files (manifest.json's index), never a listing of the folders.
+    sources = list_shard_files(f"{output}/rejects", "rejects") if fs.exists(f"{root}/rejects") else []
     shards = list_shard_files(f"{output}/shards") if fs.exists(f"{root}/shards") else []
     extra = [f for f in read_shard(shards[0]).schema if f.name not in SHARD_SCHEMA.names] if shards else []
     return sources, extra
