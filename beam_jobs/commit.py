@@ -35,6 +35,7 @@ from grit_pipeline.beam_jobs.output_dir import (
 )
 from grit_pipeline.beam_jobs.records import BatchStats, FileRead, StagedFile, StageTime, run_batch_figures
 from grit_pipeline.schemas import PROVENANCE_KEY, REJECTS_SCHEMA, write_table
+from grit_pipeline.schemas.committed import FILES_KEY
 from grit_pipeline.schemas.reader import read_parquet
 
 ITEM_TYPES = {cls.__name__: cls for cls in (FileRead, StagedFile, StageTime, BatchStats)}
@@ -44,19 +45,59 @@ class CommitError(RuntimeError):
     """The run cannot be committed as it is; nothing was committed."""
 
 
-def seal(plan: RunPlan, items: Iterable) -> None:
-    """Record what the finished job read and wrote (the job's last step; rewriting it is harmless)."""
+SEAL_PARTS = 64  # the sealed list is written as this many part files, each from one group of items
+
+
+def seal_part_name(part: int) -> str:
+    return f"sealed-{part:03d}.json"
+
+
+def seal_part(plan: RunPlan, part: int, items: Iterable) -> str:
+    """One part of the sealed list (a pipeline step; rewriting it with the same items is harmless).
+
+    Stage timings are summed per stage first: a job has one per bundle and stage, far too many to list.
+    """
     fs, _ = fsspec.core.url_to_fs(plan.output)
-    records = [{"type": type(i).__name__, **i.__dict__} for i in items]
-    write_json(fs, f"{fs._strip_protocol(plan.staging)}/{SEALED}", {"items": records})
+    kept, busy, rows = [], Counter(), Counter()
+    for item in items:
+        if isinstance(item, StageTime):
+            busy[item.stage] += item.seconds
+            rows[item.stage] += item.rows
+        else:
+            kept.append(item)
+    kept += [StageTime(stage, busy[stage], rows[stage]) for stage in sorted(busy)]
+    records = [{"type": type(i).__name__, **i.__dict__} for i in kept]
+    name = seal_part_name(part)
+    write_json(fs, f"{fs._strip_protocol(plan.staging)}/{name}", {"items": records})
+    return name
+
+
+def seal(plan: RunPlan, parts: Iterable[str]) -> None:
+    """Record that the job finished, naming the parts of its sealed list (the job's last step)."""
+    fs, _ = fsspec.core.url_to_fs(plan.output)
+    write_json(fs, f"{fs._strip_protocol(plan.staging)}/{SEALED}", {"parts": sorted(parts)})
+
+
+def _records(value: Mapping) -> list:
+    return [ITEM_TYPES[r.pop("type")](**r) for r in value["items"]]
 
 
 def sealed_items(plan: RunPlan) -> list | None:
+    """What the finished job read and wrote (its sealed parts, fetched in one batched read), or None."""
     fs, _ = fsspec.core.url_to_fs(plan.output)
-    sealed = read_json(fs, f"{fs._strip_protocol(plan.staging)}/{SEALED}")
+    staging = fs._strip_protocol(plan.staging)
+    sealed = read_json(fs, f"{staging}/{SEALED}")
     if sealed is None:
         return None
-    return [ITEM_TYPES[r.pop("type")](**r) for r in sealed["items"]]
+    if "items" in sealed:  # sealed by an earlier version: one list
+        return _records(sealed)
+    paths = [f"{staging}/{name}" for name in sealed["parts"]]
+    contents = fs.cat(paths) if paths else {}
+    by_path = {fs._strip_protocol(k): v for k, v in contents.items()}
+    missing = [p for p in paths if p not in by_path]
+    if missing:
+        raise CommitError(f"run {plan.run_id}: the sealed list names {missing[0]}, which is gone")
+    return [item for p in paths for item in _records(json.loads(by_path[p]))]
 
 
 def _next_index(fs, folder: str, prefix: str) -> int:
@@ -67,9 +108,10 @@ def _next_index(fs, folder: str, prefix: str) -> int:
     return max((int(n) for n in numbers if n.isdigit()), default=-1) + 1
 
 
-def _strip_retried(fs, plan: RunPlan) -> tuple[list[tuple[str, str]], list[str], Counter]:
-    """Replacements of the rejects files this retry run re-ran, without the retried rows."""
-    moves, deletes, removed = [], [], Counter()
+def _strip_retried(fs, plan: RunPlan) -> tuple[list[tuple[str, str]], list[str], Counter, list[str]]:
+    """Replacements of the rejects files this retry run re-ran, without the retried rows:
+    (renames, deletes, retried rows by reason, the names of replacements written in place)."""
+    moves, deletes, removed, added = [], [], Counter(), []
     for source in plan.retry_sources:
         table = read_parquet(fs.unstrip_protocol(source))
         retried = pc.is_in(table["reason"], value_set=pa.array(plan.transient_reasons))
@@ -84,8 +126,18 @@ def _strip_retried(fs, plan: RunPlan) -> tuple[list[tuple[str, str]], list[str],
             if plan.publish_by_rename:
                 moves.append((fs._strip_protocol(new), fs._strip_protocol(source)))
                 continue
+            added.append(f"rejects/{new.rsplit('/', 1)[-1]}")
         deletes.append(fs._strip_protocol(source))
-    return moves, deletes, removed
+    return moves, deletes, removed, added
+
+
+def _present(fs, paths: list[str]) -> list[str]:
+    """Those of ``paths`` that exist, from one listing per folder (not one request per file)."""
+    listed: dict[str, set[str]] = {}
+    for folder in sorted({p.rsplit("/", 1)[0] for p in paths}):
+        fs.invalidate_cache(folder)
+        listed[folder] = set(fs.ls(folder, detail=False)) if fs.exists(folder) else set()
+    return [p for p in paths if p in listed[p.rsplit("/", 1)[0]]]
 
 
 def apply_journal(fs, root: str, journal: Mapping) -> None:
@@ -96,9 +148,9 @@ def apply_journal(fs, root: str, journal: Mapping) -> None:
             fs.mv(source, target)
         elif not fs.exists(target):
             raise CommitError(f"the commit journal moves {source} to {target}, but neither exists")
-    for path in journal["deletes"]:
-        if fs.exists(path):
-            fs.rm(path)
+    deletes = _present(fs, list(journal["deletes"]))
+    if deletes:
+        fs.rm(deletes)  # one batched request per thousand keys on object stores
     write_json(fs, f"{root}/{MANIFEST}", journal["manifest"])
 
 
@@ -134,14 +186,59 @@ def _merge_totals(totals: Mapping | None, run: Mapping, removed: Counter) -> dic
     }
 
 
-def _check_on_disk(fs, staged: list[StagedFile], plan: RunPlan) -> None:
-    missing = [s.path for s in staged if not fs.exists(fs._strip_protocol(s.path))]
+def run_files_on_disk(fs, root: str, plan: RunPlan) -> set[str]:
+    """Every file of the run on disk, from listings (one per folder, paged): its staging folder, or,
+    where it writes in place, the names carrying its run id (retried bundles' leftovers included)."""
+    fs.invalidate_cache()  # the workers wrote through other clients; a cached listing would be stale
+    found: set[str] = set()
+    staging = fs._strip_protocol(plan.staging)
+    if fs.exists(staging):
+        found.update(fs.find(staging))
+    if not plan.publish_by_rename:
+        for kind, prefix in PREFIXES.items():
+            found.update(fs.glob(f"{root}/{kind}/{prefix}-{plan.run_id}-*.parquet"))
+    return found
+
+
+def _check_on_disk(fs, staged: list[StagedFile], plan: RunPlan, on_disk: set[str]) -> None:
+    missing = [s.path for s in staged if fs._strip_protocol(s.path) not in on_disk]
     if missing:
         raise CommitError(
             f"run {plan.run_id}: {len(missing)} file(s) it wrote are gone ({missing[0]} ...), perhaps "
             "deleted by another build's recovery; nothing committed, its inputs stay unfinished: "
             "run the build again"
         )
+
+
+def _leftovers(fs, root: str, staged: list[StagedFile], on_disk: set[str]) -> list[str]:
+    """Files the run wrote in place that the sealed list does not name: attempts of bundles that
+    failed and were retried (or whose output the runner discarded). No reader ever lists them
+    (readers take the manifest's index); the commit deletes them."""
+    named = {fs._strip_protocol(s.path) for s in staged}
+    prefixes = tuple(f"{root}/{kind}/" for kind in PREFIXES)
+    return sorted(p for p in on_disk if p.startswith(prefixes) and p not in named)
+
+
+def _index(fs, root: str, manifest: Mapping | None) -> dict[str, list[str]]:
+    """The committed file index before this commit; for a manifest written before the index existed,
+    the files its folder holds now (the old readers' view), taken once."""
+    if manifest is not None and isinstance(manifest.get(FILES_KEY), dict):
+        return {kind: list(manifest[FILES_KEY].get(kind, [])) for kind in PREFIXES}
+    index: dict[str, list[str]] = {kind: [] for kind in PREFIXES}
+    if manifest is None:
+        return index
+    for kind, prefix in PREFIXES.items():
+        found = fs.glob(f"{root}/{kind}/{prefix}-*.parquet")
+        index[kind] = sorted(p[len(root) + 1 :] for p in found)
+    return index
+
+
+def _new_index(index: Mapping, published: Mapping, deletes: list[str], added: list[str], root: str) -> dict:
+    gone = {p[len(root) + 1 :] for p in deletes}
+    return {
+        "shards": sorted({*index["shards"], *published["shards"]}),
+        "rejects": sorted({*(n for n in index["rejects"] if n not in gone), *published["rejects"], *added}),
+    }
 
 
 def _publish(fs, root: str, plan: RunPlan, staged: list[StagedFile]) -> tuple[list, dict]:
@@ -230,8 +327,11 @@ def commit(plan: RunPlan, items: Iterable) -> dict:
     items = list(items)
     counts, _ = _run_counts(items)
     staged = sorted((i for i in items if isinstance(i, StagedFile)), key=lambda s: (s.kind, s.path))
-    _check_on_disk(fs, staged, plan)
-    moves, deletes, removed = _strip_retried(fs, plan)
+    on_disk = run_files_on_disk(fs, root, plan)
+    _check_on_disk(fs, staged, plan, on_disk)
+    leftovers = [] if plan.publish_by_rename else _leftovers(fs, root, staged, on_disk)
+    index = _index(fs, root, manifest)
+    moves, deletes, removed, added = _strip_retried(fs, plan)
     _check_adds_up(plan, counts, removed)
     renames, published = _publish(fs, root, plan, staged)
     run = _run_entry(plan, items, counts, removed, published)
@@ -243,9 +343,12 @@ def commit(plan: RunPlan, items: Iterable) -> dict:
         timings=run["timings"],
         counts=_merge_totals(manifest.get("counts"), counts, removed),
     )
+    manifest[FILES_KEY] = _new_index(index, published, deletes, added, root)
     manifest["runs"].append(run)
     manifest["finished_inputs"].update(run["inputs"])
-    journal = {"moves": [*moves, *renames], "deletes": deletes, "manifest": manifest}
+    if leftovers:
+        run["leftovers_deleted"] = len(leftovers)
+    journal = {"moves": [*moves, *renames], "deletes": [*deletes, *leftovers], "manifest": manifest}
     write_json(fs, f"{fs._strip_protocol(plan.staging)}/{JOURNAL}", journal)
     _finish(fs, root, plan, journal)
     return run

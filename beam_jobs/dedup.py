@@ -1,8 +1,11 @@
 """Uniqueness as Beam transforms: one row per key, per URL or per image hash, earlier committed runs included.
 
 Rows are grouped by the value that must be unique; values the committed shards of earlier runs
-already hold join each group as an ``EARLIER_RUN`` marker (read from that one column only), so
-a group holding one has no winner. Everything else is rejected with the winner's name in the error.
+already hold join each group as an ``EARLIER_RUN`` marker (read from that one column only: its
+column chunks and the footer are all that is fetched), so a group holding one has no winner.
+Everything else is rejected with the winner's name in the error. By image hash, rows carry their
+images, so only (hash, key) pairs are grouped and the losing keys return as a side input
+(``DeduplicateByHash``): image bytes never go through a shuffle.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from grit_pipeline.schemas.reader import read_parquet
 def committed_shards(output: str) -> tuple[str, ...]:
     """The shard files earlier runs committed to OUTPUT (their keys, URLs and hashes stay taken)."""
     fs, root = fsspec.core.url_to_fs(output)
+    # The manifest's committed index (never a listing: retried bundles' leftovers are not committed).
     return tuple(list_shard_files(f"{output}/shards")) if fs.exists(f"{root}/shards") else ()
 
 
@@ -127,8 +131,50 @@ class Deduplicate(beam.PTransform):
         self._field, self._earlier_shards = field, tuple(earlier_shards)
 
     def expand(self, rows):
+        if self._field == "sha256":
+            return rows | "ByHash" >> DeduplicateByHash(self._earlier_shards)
         keyed = rows | "Key" >> beam.Map(_dedup_key(self._field))
         earlier = _earlier(rows.pipeline, "Earlier", self._earlier_shards, self._field)
         return _group_with_earlier(keyed, earlier, "") | "FirstWins" >> beam.FlatMap(
             _first_wins
         ).with_outputs(REJECTS, main="rows")
+
+
+def _losers(item):
+    """(hash, [row keys and EARLIER_RUN markers]) -> (key, error) for each row that is not the winner."""
+    _, members = item
+    keys = sorted(m for m in members if m != EARLIER_RUN)
+    earlier = len(keys) < len(members)
+    for key in keys if earlier else keys[1:]:
+        yield (
+            key,
+            ("an earlier run accepted the same content" if earlier else f"same content as row {keys[0]}"),
+        )
+
+
+def _drop_losers(row: Row, losers: dict):
+    error = losers.get(row.key)
+    if error is None:
+        yield row
+    else:
+        yield beam.pvalue.TaggedOutput(REJECTS, row.reject("dedup", "duplicate", error))
+
+
+class DeduplicateByHash(beam.PTransform):
+    """Fetched rows -> one row per image hash, without moving the images: only (hash, key) pairs are
+    grouped; the keys that lose (a smaller key has the same hash, or an earlier run does) come back
+    as a side input, and each row is kept or rejected where it is. Rows without a hash stay."""
+
+    def __init__(self, earlier_shards: tuple[str, ...] = ()):
+        super().__init__()
+        self._earlier_shards = tuple(earlier_shards)
+
+    def expand(self, rows):
+        hashes = rows | "Hashes" >> beam.FlatMap(
+            lambda row: [(row.fetched.sha256, row.key)] if row.fetched and row.fetched.sha256 else []
+        )
+        earlier = _earlier(rows.pipeline, "EarlierHashes", self._earlier_shards, "sha256")
+        losers = _group_with_earlier(hashes, earlier, "Hash") | "Losers" >> beam.FlatMap(_losers)
+        return rows | "DropLosers" >> beam.FlatMap(_drop_losers, beam.pvalue.AsDict(losers)).with_outputs(
+            REJECTS, main="rows"
+        )

@@ -21,6 +21,7 @@ import grit_pipeline
 from grit_pipeline.beam_jobs import progress
 from grit_pipeline.beam_jobs.commit import CommitError, commit, sealed_items
 from grit_pipeline.beam_jobs.config import BuildConfig, BuildError
+from grit_pipeline.beam_jobs.job_state import runner_name
 from grit_pipeline.beam_jobs.lock import OutputLock, OutputLockedError
 from grit_pipeline.beam_jobs.modes import prepare, recover
 from grit_pipeline.beam_jobs.options import BEAM_ARGV, add_arguments, build_config
@@ -70,8 +71,8 @@ def _retry_plan(output: str) -> tuple[list[str], list]:
     if load_manifest(output) is None:
         raise BuildError(f"--retry-rejects: {output} holds no finished build (no manifest.json)")
     fs, root = fsspec.core.url_to_fs(output)
-    sources = sorted(fs.glob(f"{root}/rejects/rejects-*.parquet"))
-    sources = [fs.unstrip_protocol(p) if "://" in output else p for p in sources]
+    # The committed files (manifest.json's index), never a listing of the folders.
+    sources = list_shard_files(f"{output}/rejects", "rejects") if fs.exists(f"{root}/rejects") else []
     shards = list_shard_files(f"{output}/shards") if fs.exists(f"{root}/shards") else []
     extra = [f for f in read_shard(shards[0]).schema if f.name not in SHARD_SCHEMA.names] if shards else []
     return sources, extra
@@ -294,7 +295,9 @@ def _run_and_commit(prepared: PreparedRun, config: BuildConfig, lock: OutputLock
     progress.reset()  # counts of this run only, when several runs share a process
     try:
         started = time.monotonic()
-        watch = _Watch(prepared.pipeline.run(), progress.records_folder(plan.staging), started)
+        result = prepared.pipeline.run()
+        lock.record_job(result, prepared.pipeline.options)  # a later build asks the runner about it
+        watch = _Watch(result, progress.records_folder(plan.staging), started)
         state = _wait(watch, config.progress_interval_s, config.worker_start_timeout_s)
         if state == NOT_STARTED:
             return 1
@@ -330,11 +333,11 @@ def _run_and_commit(prepared: PreparedRun, config: BuildConfig, lock: OutputLock
 def launch(config: BuildConfig, beam_argv: list[str] | None = None, *, test_pipeline=None) -> int:
     """Run the job of ``config`` on the runner ``beam_argv`` names; raises BuildError for user errors."""
     progress.configure_logging()
-    _, _, here = _options(list(beam_argv or []), test_pipeline)  # refuses DaskRunner
+    options, _, here = _options(list(beam_argv or []), test_pipeline)  # refuses DaskRunner
     if not here:  # before the lock, which would already write into OUTPUT
         check_paths_reachable([*config.inputs, config.output])
     run_id = new_run_id()
-    lock = OutputLock(config.output, run_id)
+    lock = OutputLock(config.output, run_id, runner=runner_name(options))
     try:
         lock.acquire(config.break_lock)
     except OutputLockedError as err:

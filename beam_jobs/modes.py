@@ -29,9 +29,12 @@ from grit_pipeline.beam_jobs.output_dir import (
 
 def _undo(fs, root: str, run_dir: str, run_id: str) -> None:
     """Delete a run's files: its staging folder and, when it wrote in place, its files by name."""
-    for kind, prefix in PREFIXES.items():
-        for path in fs.glob(f"{root}/{kind}/{prefix}-{run_id}-*.parquet"):
-            fs.rm(path)
+    fs.invalidate_cache()  # the dead run's workers wrote through other clients
+    found = [
+        p for kind, prefix in PREFIXES.items() for p in fs.glob(f"{root}/{kind}/{prefix}-{run_id}-*.parquet")
+    ]
+    if found:
+        fs.rm(found)  # batched on object stores
     fs.rm(run_dir, recursive=True)
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import grit_pipeline
 from grit_pipeline.beam_jobs.config import DEDUP_KEYS, MODES, BuildConfig, BuildError
 from grit_pipeline.fetch import BOX_SAFE_RESIZE_MODES, FetchConfig
+from grit_pipeline.filesystems import check_file_systems
 from grit_pipeline.grounding import TINY_DETECTOR, DetectorConfig
 from grit_pipeline.grounding.config import IMAGE_SOURCES
 from grit_pipeline.inputs import IMG2DATASET_RESIZE_MODES, INPUT_FORMATS, InputConfig
@@ -383,6 +384,7 @@ def build_config(args) -> BuildConfig:
     """
     try:
         inputs, output, how = _where(args)
+        check_file_systems([*inputs, output])  # before the lock writes anything into OUTPUT
         return BuildConfig(
             inputs=inputs,
             output=output,

@@ -2,8 +2,10 @@
 
 Writers buffer rows per bundle and write a file every ``rows_per_shard`` rows and at the end of
 the bundle, each once under a fresh name of the run (``RunPlan.new_file``); the names travel on
-as elements, so only files of bundles Beam committed are listed. The job's last step seals that
-list with the files read and the stage timings; the launcher commits it (see ``commit``).
+as elements, so only files of bundles Beam committed are listed. The job's last steps seal that
+list with the files read and the stage timings, in ``SEAL_PARTS`` part files (grouped by a hash, so
+no single element holds the whole list; timings summed per stage), then ``sealed.json`` naming the
+parts; the launcher commits it (see ``commit``).
 
 Counters (Beam metrics, namespace ``grit``): ``accepted`` and ``rejected/STAGE/REASON``, which
 the launcher reads while it waits for a job on any runner.
@@ -12,13 +14,14 @@ the launcher reads while it waits for a job on any runner.
 from __future__ import annotations
 
 import time
+import zlib
 from collections import Counter
 
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam.metrics import Metrics
 
-from grit_pipeline.beam_jobs.commit import seal
+from grit_pipeline.beam_jobs.commit import SEAL_PARTS, seal, seal_part
 from grit_pipeline.beam_jobs.output_dir import RunPlan
 from grit_pipeline.beam_jobs.progress import METRICS_NAMESPACE, records_folder, tracker
 from grit_pipeline.beam_jobs.records import STATS, StagedFile
@@ -77,15 +80,31 @@ class WriteFn(TimedDoFn):
         return StagedFile(self._kind, path, rows, dict(by_reason))
 
 
-class SealFn(beam.DoFn):
-    """The list of everything the run wrote and read -> ``sealed.json`` in the run's staging folder."""
+def _seal_part(item) -> int:
+    """A fixed part of the sealed list for each item (the same on a retry), spread by a hash."""
+    return zlib.crc32(repr(item).encode()) % SEAL_PARTS
+
+
+class SealPartFn(beam.DoFn):
+    """(part, items) -> ``sealed-PART.json`` in the run's staging folder; yields its name."""
 
     def __init__(self, plan: RunPlan):
         self._plan = plan
 
-    def process(self, items: list):
-        seal(self._plan, items)
-        yield len(items)
+    def process(self, element):
+        part, items = element
+        yield seal_part(self._plan, part, items)
+
+
+class SealFn(beam.DoFn):
+    """The names of the sealed list's parts (at most ``SEAL_PARTS``) -> ``sealed.json``: the job is done."""
+
+    def __init__(self, plan: RunPlan):
+        self._plan = plan
+
+    def process(self, parts: list):
+        seal(self._plan, parts)
+        yield len(parts)
 
 
 class WriteOutputs(beam.PTransform):
@@ -107,6 +126,9 @@ class WriteOutputs(beam.PTransform):
         return (
             (shards.files, shards[STATS], rejected.files, rejected[STATS], stats)
             | "Everything" >> beam.Flatten()
-            | "ToList" >> beam.combiners.ToList()
+            | "ToPart" >> beam.Map(lambda item: (_seal_part(item), item))
+            | "ByPart" >> beam.GroupByKey()
+            | "SealParts" >> beam.ParDo(SealPartFn(self._plan))
+            | "PartNames" >> beam.combiners.ToList()
             | "Seal" >> beam.ParDo(SealFn(self._plan))
         )

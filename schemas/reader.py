@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
+from grit_pipeline.schemas.committed import committed_files
 from grit_pipeline.schemas.shard import PROVENANCE_KEY, SHARD_SCHEMA
 
 READ_REQUIRED_COLUMNS = ("key", "caption")  # the least a file needs to be read as a shard
@@ -29,18 +30,44 @@ class ShardFormatError(ValueError):
         super().__init__(f"{path}: not a readable GRIT shard: " + "; ".join(self.problems))
 
 
-def list_shard_files(path: str) -> list[str]:
+def _glob_base(fs_path: str) -> str:
+    """The folder a glob's matches lie under: the part before its first wildcard, up to a slash."""
+    fixed = fs_path[: min(fs_path.index(ch) for ch in "*?[" if ch in fs_path)]
+    return fixed.rsplit("/", 1)[0] if "/" in fixed else ""
+
+
+def _under(paths: list[str], folder: str) -> list[str]:
+    prefix = folder.rstrip("/") + "/"
+    return [p for p in paths if p.startswith(prefix)]
+
+
+def list_shard_files(path: str, kind: str = "shards") -> list[str]:
     """Parquet files under ``path``: a file, a folder (searched recursively, ``rejects/`` left out) or a glob.
 
-    Returned as URLs with their protocol, sorted. Hidden and temporary files are skipped.
+    In a build's output (a ``manifest.json`` with its committed index in the folder or its parent)
+    the files are the committed ones only (``committed``): never a listing, which would also find
+    the files a failed and retried bundle left on an object store. ``kind="rejects"`` lists the
+    rejects files instead. Returned as URLs with their protocol, sorted. Hidden and temporary files
+    are skipped.
     """
     fs, fs_path = fsspec.core.url_to_fs(path)
     if any(ch in fs_path for ch in "*?["):
         found = fs.glob(fs_path)
+        base = _glob_base(fs_path)
+        committed = committed_files(fs, base, kind) if base else None
+        if committed is not None:
+            found = sorted(set(found).intersection(committed))
     elif fs.isdir(fs_path):
-        found = [
-            p for p in fs.find(fs_path) if p.endswith(".parquet") and "/rejects/" not in p[len(fs_path) :]
-        ]
+        committed = committed_files(fs, fs_path, kind)
+        if committed is not None:
+            found = _under(committed, fs_path)
+        else:
+            skip = "/rejects/" if kind == "shards" else None
+            found = [
+                p
+                for p in fs.find(fs_path)
+                if p.endswith(".parquet") and (skip is None or skip not in p[len(fs_path) :])
+            ]
     elif fs.exists(fs_path):
         found = [fs_path]
     else:
@@ -62,20 +89,75 @@ def _read_into_arrow(fs, fs_path: str, path: str, offset: int, size: int) -> pa.
     return buffer
 
 
+def _chunk_ranges(metadata: pq.FileMetaData, columns: list[str]) -> list[tuple[int, int]]:
+    """(start, end) byte ranges of the column chunks of ``columns`` (top-level names), merged."""
+    wanted, ranges = set(columns), []
+    for group in range(metadata.num_row_groups):
+        row_group = metadata.row_group(group)
+        for index in range(row_group.num_columns):
+            chunk = row_group.column(index)
+            if chunk.path_in_schema.split(".", 1)[0] not in wanted:
+                continue
+            start = chunk.data_page_offset
+            if chunk.has_dictionary_page and chunk.dictionary_page_offset:
+                start = min(start, chunk.dictionary_page_offset)
+            ranges.append((start, start + chunk.total_compressed_size))
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(ranges):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _read_columns(fs, fs_path: str, path: str, columns: list[str]) -> pa.Table:
+    """Only the footer and the chunks of ``columns`` fetched (one batched ranged read), placed at their
+    offsets in a file-sized Arrow buffer whose other bytes are never fetched nor read."""
+    size = fs.size(fs_path)
+    footer = _footer_bytes(fs, fs_path, path, size)
+    ranges = _chunk_ranges(pq.read_metadata(pa.BufferReader(b"PAR1" + footer)), columns)
+    buffer = pa.allocate_buffer(size)
+    view = memoryview(buffer).cast("B")
+    view[:4] = b"PAR1"
+    view[size - len(footer) :] = footer
+    if ranges:
+        starts, ends = [r[0] for r in ranges], [r[1] for r in ranges]
+        for (start, end), data in zip(ranges, fs.cat_ranges([fs_path] * len(ranges), starts, ends)):
+            if len(data) != end - start:
+                raise OSError(f"{path}: the file ended inside a column chunk ({start}-{end})")
+            view[start:end] = data
+    return pq.read_table(pa.BufferReader(buffer), columns=columns, pre_buffer=False)
+
+
 def read_parquet(path: str, columns: list[str] | None = None) -> pa.Table:
     """A Parquet file at any fsspec URL as an Arrow table, never through a Python file object.
 
     pyarrow reading a Python file object (an fsspec handle) can leave its I/O threads holding Python
     buffers that are released while the interpreter exits, which aborts the process ("terminate called
     without an active exception", a few percent of runs). Local files use pyarrow's own reader; other
-    file systems' bytes are read into Arrow-owned memory first.
+    file systems' bytes are read into Arrow-owned memory first: with ``columns``, only those columns'
+    chunks and the footer are fetched (the committed keys of a 230 MB shard are a few hundred kB).
     """
     fs, fs_path = fsspec.core.url_to_fs(path)
     if isinstance(fs, LocalFileSystem):
         return pq.read_table(fs_path, columns=columns)
+    if columns is not None:
+        return _read_columns(fs, fs_path, path, list(columns))
     return pq.read_table(
         pa.BufferReader(_read_into_arrow(fs, fs_path, path, 0, fs.size(fs_path))), columns=columns
     )
+
+
+def _footer_bytes(fs, fs_path: str, path: str, size: int) -> bytes:
+    """A Parquet file's footer with its length and closing magic (the last ``length + 8`` bytes)."""
+    if size < 12:  # magic, footer length, magic
+        raise OSError(f"{path}: {size} bytes is too small for a Parquet file")
+    tail = _read_into_arrow(fs, fs_path, path, size - 8, 8).to_pybytes()
+    length = struct.unpack("<I", tail[:4])[0]
+    if tail[4:] != b"PAR1" or length + 12 > size:
+        raise OSError(f"{path}: no Parquet footer (the file is damaged or not Parquet)")
+    return _read_into_arrow(fs, fs_path, path, size - length - 8, length + 8).to_pybytes()
 
 
 def _footer(path: str):
@@ -83,17 +165,8 @@ def _footer(path: str):
     fs, fs_path = fsspec.core.url_to_fs(path)
     if isinstance(fs, LocalFileSystem):
         return fs_path
-    size = fs.size(fs_path)
-    if size < 12:  # magic, footer length, magic
-        raise OSError(f"{path}: {size} bytes is too small for a Parquet file")
-    tail = _read_into_arrow(fs, fs_path, path, size - 8, 8).to_pybytes()
-    length = struct.unpack("<I", tail[:4])[0]
-    if tail[4:] != b"PAR1" or length + 12 > size:
-        raise OSError(f"{path}: no Parquet footer (the file is damaged or not Parquet)")
     # The reader checks only the footer and its leading magic, so the footer alone reads as the file's.
-    return pa.BufferReader(
-        b"PAR1" + _read_into_arrow(fs, fs_path, path, size - length - 8, length + 8).to_pybytes()
-    )
+    return pa.BufferReader(b"PAR1" + _footer_bytes(fs, fs_path, path, fs.size(fs_path)))
 
 
 def read_parquet_schema(path: str) -> pa.Schema:

@@ -74,12 +74,12 @@ def test_a_missing_staged_file_fails_the_commit_and_leaves_the_inputs_unfinished
 
 def test_a_finished_but_uncommitted_run_is_committed_by_the_next_build(tmp_path):
     """The job sealed its list, then the launcher died: recovery commits rather than discards."""
-    from grit_pipeline.beam_jobs.commit import seal
+    from grit_pipeline.beam_jobs.commit import seal, seal_part
     from grit_pipeline.beam_jobs.output_dir import start_run
 
     plan, items = staged_run(tmp_path, "r1", "in.csv", ["a"], ["b"])
     start_run(plan)
-    seal(plan, items)
+    seal(plan, [seal_part(plan, 0, items)])
     assert prepare(str(tmp_path), "incremental", {"in.csv": 123}) == ([], ["in.csv"])
     assert load_manifest(str(tmp_path))["counts"]["input"] == 2
 

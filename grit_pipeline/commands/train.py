@@ -6,6 +6,7 @@ import argparse
 from dataclasses import fields
 
 from grit_pipeline.errors import CommandError
+from grit_pipeline.filesystems import missing_file_system
 from grit_pipeline.model.images import CROP_MODES
 from grit_pipeline.model.presets import PRESETS
 from grit_pipeline.model.train import TrainConfig, train
@@ -50,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if config.max_steps < 1 or config.batch_size < 1 or config.grad_accum < 1:
         raise CommandError("--max-steps, --batch-size and --grad-accum must be positive")
+    problem = missing_file_system(config.data)
+    if problem is not None:
+        raise CommandError(problem)
     try:
         state = train(config, resume=args.resume)
     except (FileNotFoundError, ValueError, OSError) as err:

@@ -12,6 +12,7 @@ import fsspec
 from tqdm import tqdm
 
 from grit_pipeline.errors import CommandError
+from grit_pipeline.filesystems import missing_file_system
 from grit_pipeline.schemas import ShardFormatError, list_shard_files, read_parquet_metadata, read_shard
 from grit_pipeline.shards.checks import MAX_PIXELS
 from grit_pipeline.shards.guard import unreadable
@@ -36,7 +37,10 @@ def add_max_pixels_argument(parser) -> None:
 
 
 def resolve_files(path: str) -> list[str]:
-    """The Parquet files under ``path``; a CommandError when there are none."""
+    """The Parquet files under ``path`` (a build's committed ones); a CommandError when there are none."""
+    problem = missing_file_system(path)
+    if problem is not None:
+        raise CommandError(problem)
     try:
         files = list_shard_files(path)
     except FileNotFoundError as err:

@@ -2,7 +2,7 @@
 
 The Beam job writes ``OUT/shards/*.parquet``, ``OUT/rejects/*.parquet`` and ``OUT/manifest.json``;
 given the shards (a file, ``OUT/shards``, ``OUT`` or a glob) we look in each shard's folder and its
-parent for ``rejects/`` and ``manifest.json``.
+parent for ``rejects/`` and ``manifest.json``; a manifest's committed index names the rejects files.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections import Counter
 import fsspec
 
 from grit_pipeline.schemas import read_provenance
+from grit_pipeline.schemas.committed import committed_files
 from grit_pipeline.schemas.reader import read_parquet
 
 
@@ -36,7 +37,10 @@ def find_sidecars(files: list[str]) -> tuple[list[str], list[str]]:
         fs, path = fsspec.core.url_to_fs(folder)
         protocol = "://" in folder
         rejects_dir = f"{path}/rejects"
-        if fs.isdir(rejects_dir):
+        committed = committed_files(fs, path, "rejects")
+        if committed is not None:  # a build's output: its committed rejects, never a listing
+            rejects += [fs.unstrip_protocol(p) if protocol else p for p in committed]
+        elif fs.isdir(rejects_dir):
             found = sorted(
                 p
                 for p in fs.find(rejects_dir)
