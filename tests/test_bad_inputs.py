@@ -22,7 +22,7 @@ from grit_pipeline.beam_jobs.output_dir import load_manifest
 from grit_pipeline.inputs import InputConfig, check_input_files, read_file
 from grit_pipeline.schemas import list_shard_files, read_shard
 
-COMMON = ["--detector", "tiny-random", "--allow-network", "127.0.0.1/32", "--timeout", "2"]
+COMMON = ["--detector", "tiny-random", "--allow-network", "127.0.0.1/32", "--timeout", "10"]
 COMMON += ["--retries", "0", "--progress-interval", "0"]
 LONG_CAPTION = "a red square " + "x" * 131_072  # over Python csv's default field limit
 

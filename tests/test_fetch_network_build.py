@@ -14,7 +14,7 @@ from grit_pipeline.beam_jobs.output_dir import load_manifest
 from grit_pipeline.fetch import TRANSIENT_REASONS
 
 FULL_WIDTH = str.maketrans("0123456789.", "０１２３４５６７８９．")
-COMMON = ["--detector", "tiny-random", "--allow-network", "127.0.0.1/32", "--timeout", "2", "--retries", "1"]
+COMMON = ["--detector", "tiny-random", "--allow-network", "127.0.0.1/32", "--timeout", "10", "--retries", "1"]
 POLITENESS = [
     "--max-host-connections",
     "2",

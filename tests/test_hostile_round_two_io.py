@@ -41,7 +41,7 @@ from grit_pipeline.model.synth import SynthConfig, write_synth
 from grit_pipeline.model.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMON = ["--detector", "tiny-random", "--allow-network", "127.0.0.1/32", "--timeout", "2"]
+COMMON = ["--detector", "tiny-random", "--allow-network", "127.0.0.1/32", "--timeout", "10"]
 COMMON += ["--retries", "0", "--progress-interval", "0"]
 
 

@@ -25,7 +25,7 @@ from grit_pipeline.beam_jobs.output_dir import load_manifest
 from grit_pipeline.cli import main as grit
 from grit_pipeline.inputs import InputConfig, list_input_files, read_file
 
-COMMON = ["--detector", "tiny-random", "--allow-network", "127.0.0.1/32", "--timeout", "2"]
+COMMON = ["--detector", "tiny-random", "--allow-network", "127.0.0.1/32", "--timeout", "10"]
 COMMON += ["--retries", "0", "--progress-interval", "0"]
 MODES = ("border", "center_crop", "keep_ratio", "keep_ratio_largest", "no")
 # (width, height) of each source picture and where its red block is, normalised (inside any centre crop).

@@ -16,7 +16,7 @@ from grit_pipeline.beam_jobs import run
 from grit_pipeline.beam_jobs.output_dir import load_manifest
 from grit_pipeline.schemas import list_shard_files, read_shard
 
-COMMON = ["--detector", "tiny-random", "--allow-network", "127.0.0.1/32", "--timeout", "2"]
+COMMON = ["--detector", "tiny-random", "--allow-network", "127.0.0.1/32", "--timeout", "10"]
 COMMON += ["--retries", "0", "--progress-interval", "0", "--keep-columns", "lic"]
 
 
