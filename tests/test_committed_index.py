@@ -76,3 +76,21 @@ def test_the_next_runs_committed_keys_leave_out_the_strays(build_with_strays):
         assert_that(unique.rows | beam.Map(lambda r: r.key), equal_to([STRAY_KEY]), label="kept")
         reasons = unique[REJECTS] | beam.Map(lambda r: (r["key"], r["reason"]))
         assert_that(reasons, equal_to([(taken, "duplicate_key")]), label="taken")
+
+
+def test_the_trainer_reads_the_committed_shards_only(build_with_strays, tmp_path, capsys):
+    """``grit train`` on the build: the stray (a key column only, no image or caption) would stop it."""
+    out = tmp_path / "train"
+    argv = [
+        "train",
+        "--data",
+        str(build_with_strays),
+        "--out",
+        str(out),
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "2",
+    ]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert "trained to step 1" in capsys.readouterr().out
