@@ -280,6 +280,26 @@ def _cancel(result, timeout_s: float) -> None:
         result.cancel()
     except Exception as err:  # the job service may be gone too; the launcher exits 1 either way
         LOGGER.warning("cancelling the job failed: %s", err)
+    _CANCELLED_IN_PROCESS.extend(_job_threads())
+
+
+_CANCELLED_IN_PROCESS: list[threading.Thread] = []  # threads of cancelled jobs still running here
+
+
+def _job_threads() -> list[threading.Thread]:
+    """Threads other than the launcher's that would keep this process from exiting."""
+    return [t for t in threading.enumerate() if not t.daemon and t is not threading.main_thread()]
+
+
+def cancelled_job_left_running() -> bool:
+    """True when a job cancelled for want of a worker still runs in this process.
+
+    Beam's embedded job service (``--job_endpoint embed``) runs the job in a thread of the
+    launcher, and its ``cancel`` only records the state: a job waiting for a worker that never
+    connects waits forever, and Python would wait for that thread at exit. ``grit build`` then
+    exits without waiting for it (``commands.build``).
+    """
+    return any(t.is_alive() for t in _CANCELLED_IN_PROCESS)
 
 
 def _run_and_commit(prepared: PreparedRun, config: BuildConfig, lock: OutputLock) -> int:
