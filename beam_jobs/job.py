@@ -263,6 +263,7 @@ def _wait(watch: _Watch, interval_s: float, start_timeout_s: float) -> str:
     line = watch.line()
     if line:
         LOGGER.info(line)
+    progress.write_own_record()
     workers = progress.read_records(watch.records)
     if workers.workers:
         LOGGER.info(progress.workers_line(workers))

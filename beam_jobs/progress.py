@@ -169,6 +169,15 @@ def tracker(interval_s: float, records: str | None = None) -> Progress:
         return _TRACKER
 
 
+def write_own_record() -> None:
+    """Write this process's record now: the launcher calls it before reading the records, so a job
+    that ran in this process and ended within one interval is counted with what it loaded."""
+    with _TRACKER_LOCK:
+        own = _TRACKER
+    if own is not None and own._records:
+        own.write_record()
+
+
 def reset() -> None:
     """Stop this process's tracker and forget its counts (the launcher calls it around each run)."""
     global _TRACKER, _DETECTORS

@@ -31,3 +31,13 @@ def test_worker_processes_log_progress_of_their_own(tmp_path):
     pids = {int(p) for p in re.findall(r"grit build: progress \(pid (\d+)\)", err)}
     assert pids and launcher.pid not in pids  # the lines come from the workers
     assert "grit build: job: 5 rows read, 5 done (5 accepted, 0 rejected)" in err
+
+
+def test_a_job_shorter_than_one_interval_counts_the_detector_it_loaded(tmp_path, capsys):
+    """The example ends within the default 10 s interval: the launcher writes its own record before
+    reading them, so the workers line counts the detector this process loaded (it said 0 before)."""
+    from grit_pipeline.beam_jobs import run
+
+    assert run(["--example", "--output", str(tmp_path / "o"), "--detector", "tiny-random"]) == 0
+    err = capsys.readouterr().err
+    assert "workers: 1 SDK process(es) on 1 host(s) reported, 1 detector copies loaded" in err, err[-2000:]
