@@ -36,13 +36,13 @@ job-servers: install java
 clusters: install java
 	$(PYTHON) -m grit_pipeline.beam_jobs.clusters spark flink boot
 
-# The project's wheel in dist/, and the SDK worker image on Beam's SDK image (docker/Dockerfile).
+# The project's wheel in dist/, and the SDK worker image on Beam's SDK image (beam_jobs/worker_image/Dockerfile).
 IMAGE ?= grit-pipeline-beam:0.1.0
 wheel:
 	$(PYTHON) -m pip wheel -q --no-deps -w dist .
 
 worker-image: wheel
-	docker build -f docker/Dockerfile -t $(IMAGE) .
+	docker build -f beam_jobs/worker_image/Dockerfile -t $(IMAGE) .
 
 # The main job: the Beam build on the local runner over the bundled example.
 example: install

@@ -1,4 +1,4 @@
-"""The worker image's install steps (docker/install-worker.sh), run in a fresh venv.
+"""The worker image's install steps (beam_jobs/worker_image/install-worker.sh), run in a fresh venv.
 
 There is no Docker engine here, so the script the Dockerfile runs is run on its own: in a new venv
 with the project's wheel and a staged detector folder to bake in. The venv is made with
@@ -32,7 +32,7 @@ def test_the_install_script_puts_the_wheel_the_spacy_pipeline_and_the_weights_in
     baked = tmp_path / "opt" / "detector"
     env = {**os.environ, "PYTHON": str(venv / "bin" / "python"), "GRIT_DETECTOR_HOME": str(baked)}
     done = subprocess.run(
-        ["bash", str(ROOT / "docker" / "install-worker.sh"), str(wheel), str(detector)],
+        ["bash", str(ROOT / "beam_jobs" / "worker_image" / "install-worker.sh"), str(wheel), str(detector)],
         env=env,
         capture_output=True,
         text=True,
@@ -56,7 +56,7 @@ def test_the_install_script_puts_the_wheel_the_spacy_pipeline_and_the_weights_in
 
 
 def test_the_dockerfile_runs_the_install_script_on_beams_sdk_image():
-    dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
+    dockerfile = (ROOT / "beam_jobs" / "worker_image" / "Dockerfile").read_text()
     import apache_beam
 
     assert f"ARG BEAM_VERSION={apache_beam.__version__}" in dockerfile

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The worker image's install steps, in one place: docker/Dockerfile runs this in Beam's Python SDK
+# The worker image's install steps, in one place: beam_jobs/worker_image/Dockerfile runs this in Beam's Python SDK
 # image, and tests/test_worker_install.py runs it in a fresh venv, so what the image installs is tested.
 #
 #   install-worker.sh WHEEL [DETECTOR_DIR]
