@@ -14,8 +14,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def build_wheel(out: Path, source: Path) -> Path:
-    """The wheel of the tracked and untracked-but-not-ignored files, written into ``out``."""
+def build_wheel(out: Path, source: Path, *, isolated: bool = True) -> Path:
+    """The wheel of the tracked and untracked-but-not-ignored files, written into ``out``
+    (``isolated=False``: with this environment's setuptools, no build requirements fetched)."""
     listed = subprocess.run(
         ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
     )
@@ -24,6 +25,7 @@ def build_wheel(out: Path, source: Path) -> Path:
             (source / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, source / name)
     command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out)]
+    command += [] if isolated else ["--no-build-isolation"]
     subprocess.run([*command, str(source)], check=True, capture_output=True)
     (wheel,) = out.glob("grit_pipeline-*.whl")
     return wheel

@@ -1,12 +1,11 @@
 """The built wheel: model/, beam_jobs/ and schemas/ live inside the grit_pipeline namespace."""
 
-import shutil
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
+from built_wheel import build_wheel
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -15,30 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def wheel(tmp_path_factory):
     """A wheel built from a copy of the checkout: an in-place build would reuse a stale ./build folder."""
     out, source = tmp_path_factory.mktemp("wheel"), tmp_path_factory.mktemp("source")
-    listed = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
-    )
-    for name in listed.stdout.splitlines():
-        if (ROOT / name).is_file():
-            (source / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, source / name)
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(out),
-            str(source),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    (wheel,) = out.glob("grit_pipeline-*.whl")
+    wheel = build_wheel(out, source, isolated=False)
     with zipfile.ZipFile(wheel) as archive:
         entry_points = next(n for n in archive.namelist() if n.endswith(".dist-info/entry_points.txt"))
         return archive.namelist(), archive.read(entry_points).decode()
