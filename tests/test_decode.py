@@ -274,7 +274,8 @@ def test_a_jpeg_cut_in_the_middle_of_its_scan_is_not_an_image(image_size):
     ("size", "options"),
     [
         ((640, 480), {"image_size": 256}),
-        ((2000, 1500), {"image_size": 256}),  # decoded at 1/4 scale
+        ((2000, 1500), {"image_size": 256}),
+        ((4000, 3000), {"image_size": 256}),  # decoded at 1/4 scale
         ((1001, 333), {"image_size": 100}),
         ((333, 1001), {"image_size": 100, "resize_mode": "keep_ratio_largest"}),
         ((80, 60), {"image_size": 256, "resize_only_if_bigger": False}),  # up-scaled

@@ -2,7 +2,7 @@
 
 What comes from img2dataset: the X-Robots-Tag check (``is_disallowed``, same directives and user
 agent token) and the resize policy's semantics (``resize``: its sizes, modes and encoding, with a
-faster decode and resample). What is added here:
+a decode at reduced DCT scale where that costs nothing measurable). What is added here:
 
 - an address guard: every connection, the first one and each redirect, resolves the host and
   refuses loopback, private, link-local (cloud metadata), shared, reserved and multicast addresses,

@@ -25,7 +25,7 @@ from PIL import Image, UnidentifiedImageError
 from grit_pipeline.fetch import pixels
 from grit_pipeline.fetch.config import FetchConfig
 from grit_pipeline.fetch.formats import open_header
-from grit_pipeline.fetch.resize import ResizePolicy, dct_scale, resample
+from grit_pipeline.fetch.resize import STORED_DCT_GAP, ResizePolicy, dct_scale, resample
 from grit_pipeline.fetch.results import FetchedImage, FetchError, FetchFailure
 
 # Stored bytes in these JPEG modes are what every reader decodes the same way; CMYK is not.
@@ -118,7 +118,8 @@ def check_header(data: bytes, max_pixels: int) -> tuple[int, int]:
 def load_rgb(data: bytes, header: Header, target: tuple[int, int] | None) -> np.ndarray:
     """Decode once: an ``(h, w, 3)`` RGB array in the displayed frame, at ``target`` if given."""
     stored_target = target and pixels.displayed_size(target, header.orientation)  # an involution
-    scale = dct_scale(header.stored_size, stored_target) if stored_target and header.format == "JPEG" else 1
+    jpeg = stored_target and header.format == "JPEG"
+    scale = dct_scale(header.stored_size, stored_target, STORED_DCT_GAP) if jpeg else 1
     rgb = decode_rgb(data, header, scale)
     if stored_target:
         extent = (header.stored_size[0] / scale, header.stored_size[1] / scale)

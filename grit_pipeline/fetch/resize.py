@@ -3,20 +3,21 @@
 Sizes and encoding follow img2dataset's Resizer exactly: ``keep_ratio`` scales the shortest side to
 ``image_size`` (``keep_ratio_largest`` the longest), each side ``max(1, round(side * scale))``;
 with ``resize_only_if_bigger`` nothing smaller is scaled up; OpenCV encodes with the configured
-quality. What differs is how the pixels get there, for speed at the same quality
-(benchmarks/fetch.py reports PSNR against img2dataset):
+quality. The pixels are an exact area average of the original, as img2dataset's ``INTER_AREA``
+makes them; what differs is how much is decoded (``benchmarks/fetch_quality.py`` measures both
+against an exact area average on real photos):
 
-- a JPEG whose target is at most half its size is decoded by libjpeg at 1/2, 1/4 or 1/8 scale
-  (DCT scaling), the largest reduction that stays at least as big as the target;
-- the remaining reduction, below 2x for a JPEG, is a 3x3 Gaussian pre-filter (sigma
-  ``0.37 * sqrt(factor**2 - 1)``) and a bilinear resample, a fraction of the time of img2dataset's
-  ``INTER_AREA`` at a non-integer factor; exact integer factors use ``INTER_AREA`` itself;
+- a JPEG at least ``STORED_DCT_GAP`` (3) times its target at 1/2, 1/4 or 1/8 scale is decoded by
+  libjpeg at that reduced scale (DCT scaling), the largest that keeps that margin. libjpeg's reduced
+  IDCT is not an area average: left within 1.17x to 2.3x of the target it cost 0.5 to 3.4 dB on real
+  photos, at 3x and above it costs at most 0.15 dB;
+- everything then goes through OpenCV's ``INTER_AREA`` (exact area average at any factor), with a
+  reduced-scale decode's partial last block weighted by the part of it the picture covers;
 - up-scaling (``resize_only_if_bigger=False``) uses Lanczos, as img2dataset does.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import cv2
@@ -31,10 +32,9 @@ _FORMATS = {
     "webp": ("WEBP", cv2.IMWRITE_WEBP_QUALITY),
 }
 DCT_SCALES = (8, 4, 2, 1)  # the reductions libjpeg decodes at
-# Gaussian pre-filter before the bilinear step, sigma = _ANTI_ALIAS * sqrt(factor**2 - 1) source
-# pixels: fitted to an exact area average on photo-like images at factors 1.25 to 1.9 (44 dB at
-# 1.875, against 37 dB for bilinear alone; benchmarks/fetch.py prints the PSNR of what is stored).
-_ANTI_ALIAS = 0.37
+# How many times its target a reduced-scale decode of a stored image must stay (module doc; the
+# detector's input, resampled again by its processor, takes any scale that covers it: gap 1).
+STORED_DCT_GAP = 3
 
 
 @dataclass(frozen=True)
@@ -83,43 +83,31 @@ class ResizePolicy:
         return encoded.tobytes()
 
 
-def dct_scale(size: tuple[int, int], wanted: tuple[int, int]) -> int:
-    """The largest libjpeg reduction (8, 4, 2 or 1) that keeps ``size`` at least ``wanted``."""
-    room = min(size[0] // max(1, wanted[0]), size[1] // max(1, wanted[1]))
-    return next((scale for scale in DCT_SCALES if room >= scale), 1)  # room 0: up-scaling
+def dct_scale(size: tuple[int, int], wanted: tuple[int, int], gap: float = 1) -> int:
+    """The largest libjpeg reduction (8, 4, 2 or 1) that keeps ``size`` at least ``gap`` times
+    ``wanted`` on both sides."""
+    room = min(size[0] / max(1, wanted[0]), size[1] / max(1, wanted[1])) / gap
+    return next((scale for scale in DCT_SCALES if room >= scale), 1)  # room < 1: up-scaling
 
 
 def resample(rgb: np.ndarray, size: tuple[int, int], extent: tuple[float, float] | None = None) -> np.ndarray:
-    """An ``(h, w, 3)`` array resized to exactly ``size`` (width, height); see the module doc.
+    """An ``(h, w, 3)`` array resized to exactly ``size`` (width, height): an exact area average
+    when reducing, Lanczos when enlarging (img2dataset's choices).
 
     ``extent``: the (width, height) in ``rgb``'s pixels that the picture covers, when not all of it
-    (libjpeg pads the last block at a reduced scale: 1001 px at 1/8 decode to 126 px covering 125.125).
+    (libjpeg pads the last block at a reduced scale: 1001 px at 1/8 decode to 126 px covering
+    125.125). The area average then spans exactly the extent: the array is repeated ``m`` times
+    along such a side, the smallest ``m`` that makes the extent whole, and cut to it.
     """
     height, width = rgb.shape[:2]
     extent = extent or (width, height)
     if (width, height) == size and extent == (width, height):
         return rgb
-    factor = min(extent[0] / size[0], extent[1] / size[1])
-    exact = extent == (width, height)
-    if factor < 1:
+    if min(extent[0] / size[0], extent[1] / size[1]) < 1:
         return cv2.resize(rgb, size, interpolation=cv2.INTER_LANCZOS4)
-    if exact and factor == int(factor):
-        return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-    if factor > 2:  # not decoded at a reduced scale (not a JPEG): the integer part first
-        whole = int(factor)
-        reduced = (max(size[0], width // whole), max(size[1], height // whole))
-        extent = (extent[0] * reduced[0] / width, extent[1] * reduced[1] / height)
-        rgb = cv2.resize(rgb, reduced, interpolation=cv2.INTER_AREA)
-        factor = min(extent[0] / size[0], extent[1] / size[1])
-    sigma = _ANTI_ALIAS * math.sqrt(factor**2 - 1)
-    if sigma > 0.05:  # below that the filter would change nothing visible
-        rgb = cv2.GaussianBlur(rgb, (3, 3), sigma)
-    if exact:
-        return cv2.resize(rgb, size, interpolation=cv2.INTER_LINEAR)
-    scale_x, scale_y = (
-        extent[0] / size[0],
-        extent[1] / size[1],
-    )  # output pixel -> source pixels, centres aligned
-    matrix = np.array([[scale_x, 0, (scale_x - 1) / 2], [0, scale_y, (scale_y - 1) / 2]])
-    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-    return cv2.warpAffine(rgb, matrix, size, flags=flags, borderMode=cv2.BORDER_REPLICATE)
+    for axis, covered in ((1, extent[0]), (0, extent[1])):
+        if covered != rgb.shape[axis]:
+            times = next(m for m in DCT_SCALES[::-1] if (covered * m).is_integer())
+            rgb = np.repeat(rgb, times, axis=axis)
+            rgb = rgb[:, : round(covered * times)] if axis == 1 else rgb[: round(covered * times)]
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
