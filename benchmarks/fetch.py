@@ -19,6 +19,7 @@ Resizer output. The last line is the throughput ratio of ours to img2dataset's (
 
     python benchmarks/fetch.py                          # 1,200 URLs, 16 threads, 3 rounds (~2.5 min)
     python benchmarks/fetch.py --sizes 640x480          # the target above half the source only
+    python benchmarks/fetch.py --content photos         # the bundled photos tiled into each size
 
 At 640 x 480 -> 256 the target is more than half the source, so no DCT scaling applies and both
 sides pay a full-size decode; at 1024 x 768 and above ours decodes at 1/2 or 1/4 scale.
@@ -46,7 +47,7 @@ import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from http_server import photo_jpeg
+from http_server import photo_jpeg, photo_mosaic_jpeg
 from PIL import Image
 
 from grit_pipeline.fetch import FetchConfig, FetchedImage, Fetcher, decode_image, make_resizer
@@ -55,9 +56,12 @@ from grit_pipeline.fetch.decode import img2dataset_module
 DISTINCT_IMAGES = 48  # served round-robin under distinct paths, sizes in rotation
 
 
-def bodies(sizes: list[tuple[int, int]]) -> list[tuple[tuple[int, int], bytes]]:
+def bodies(sizes: list[tuple[int, int]], content: str = "synthetic") -> list[tuple[tuple[int, int], bytes]]:
+    """The served JPEGs, sizes in rotation: ``synthetic`` (``photo_jpeg``, quality 85) or
+    ``photos`` (the bundled photos tiled into each size, ``photo_mosaic_jpeg``, quality 92)."""
     picked = [sizes[i % len(sizes)] for i in range(DISTINCT_IMAGES)]
-    return [(size, photo_jpeg(*size, seed=i)) for i, size in enumerate(picked)]
+    make = photo_jpeg if content == "synthetic" else photo_mosaic_jpeg
+    return [(size, make(*size, seed=i)) for i, size in enumerate(picked)]
 
 
 def _ours_in_child(urls, threads: int, image_size: int, results) -> None:
@@ -105,12 +109,12 @@ def run_img2dataset(url_file: str, threads: int, count: int, image_size: int) ->
         return seconds, sum(s["successes"] for s in stats), wall
 
 
-def serve(count: int, sizes: list[tuple[int, int]], ports, stop) -> None:
+def serve(count: int, sizes: list[tuple[int, int]], ports, stop, content: str = "synthetic") -> None:
     """A lean loopback server in its own process (asyncio, prepared answers), so that its CPU time,
     which a remote web server would spend elsewhere, takes as little as it can of the two cores
     both sides share; tests/http_server.py's threaded server spends more per request than the
     fetcher under test."""
-    served = [data for _, data in bodies(sizes)]
+    served = [data for _, data in bodies(sizes, content)]
     heads = [b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nConnection: close\r\n" for _ in served]
     heads = [head + f"Content-Length: {len(body)}\r\n\r\n".encode() for head, body in zip(heads, served)]
     routes = {f"/img/{i}.jpg".encode(): i % len(served) for i in range(count)}
@@ -143,14 +147,16 @@ def psnr_db(a: np.ndarray, b: np.ndarray) -> float:
     return 10 * np.log10(255**2 / max(mse, 1e-12))
 
 
-def quality(sizes: list[tuple[int, int]], image_size: int) -> dict[tuple[int, int], dict[str, float]]:
+def quality(
+    sizes: list[tuple[int, int]], image_size: int, content: str
+) -> dict[tuple[int, int], dict[str, float]]:
     """Per served size, mean PSNR (dB): each side's stored pixels vs. an exact area average of the
     original (float, unencoded), and ours vs. img2dataset's Resizer."""
     config = FetchConfig(image_size=image_size)
     ours_policy = make_resizer(config)
     theirs = img2dataset_module("resizer").Resizer(image_size, "keep_ratio", True, skip_reencode=True)
     scores: dict[tuple[int, int], dict[str, list[float]]] = {}
-    for size, data in bodies(sizes):
+    for size, data in bodies(sizes, content):
         ours = decode_image(data, config, ours_policy)
         their_bytes = theirs(io.BytesIO(data))[0]
         ours_rgb, their_rgb = (
@@ -169,7 +175,9 @@ def quality(sizes: list[tuple[int, int]], image_size: int) -> dict[tuple[int, in
 
 def throughput(args, sizes: list[tuple[int, int]]) -> dict[str, float]:
     ports, stop = multiprocessing.Queue(), multiprocessing.Event()
-    server = multiprocessing.Process(target=serve, args=(args.urls, sizes, ports, stop), daemon=True)
+    server = multiprocessing.Process(
+        target=serve, args=(args.urls, sizes, ports, stop, args.content), daemon=True
+    )
     server.start()
     port = ports.get(timeout=120)
     seconds_total = {"ours": 0.0, "img2dataset": 0.0}
@@ -203,16 +211,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sizes", default="640x480,1024x768,1600x1200", help="served sizes, WxH,WxH,...")
     parser.add_argument("--image-size", type=int, default=256, help="stored shortest side")
+    parser.add_argument(
+        "--content", choices=("synthetic", "photos"), default="synthetic", help="served JPEGs"
+    )
     args = parser.parse_args(argv)
     sizes = [tuple(int(v) for v in size.lower().split("x")) for size in args.sizes.split(",")]
     print(
-        f"{args.urls} URLs from 127.0.0.1, photo-like JPEGs of {args.sizes} -> {args.image_size} px, ", end=""
+        f"{args.urls} URLs from 127.0.0.1, {args.content} JPEGs of {args.sizes} -> {args.image_size} px, ",
+        end="",
     )
     print(f"{args.threads} threads, 1 process")
     rates = throughput(args, sizes)
     print(f"all rounds: ours {rates['ours']:.1f} images/s, img2dataset {rates['img2dataset']:.1f} images/s")
     print(f"stored quality, mean PSNR in dB over the {DISTINCT_IMAGES} served images:")
-    table = quality(sizes, args.image_size)
+    table = quality(sizes, args.image_size, args.content)
     names = list(next(iter(table.values())))
     print(f"  {'size':<10}" + "".join(f"{name:>22}" for name in names))
     for (width, height), row in table.items():
