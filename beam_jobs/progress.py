@@ -85,10 +85,12 @@ class Progress:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._records = records
+        self._thread: threading.Thread | None = None
         if records:
             self.write_record()  # the launcher's sign that a worker started
         if interval_s > 0 or records:
-            threading.Thread(target=self._report_forever, name="grit-progress", daemon=True).start()
+            self._thread = threading.Thread(target=self._report_forever, name="grit-progress", daemon=True)
+            self._thread.start()
 
     def read(self, rows: int = 1) -> None:
         _count("read", rows)
@@ -149,7 +151,12 @@ class Progress:
                 self.write_record()
 
     def stop(self) -> None:
+        """End the reporting thread and wait for it: a record it was writing when asked to stop
+        lands before this returns, never during the commit that removes the run's folder (a loaded
+        machine once let it land there, and the commit failed on a folder no longer empty)."""
         self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=60)
 
 
 _TRACKER: Progress | None = None

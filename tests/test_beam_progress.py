@@ -41,3 +41,32 @@ def test_a_job_shorter_than_one_interval_counts_the_detector_it_loaded(tmp_path,
     assert run(["--example", "--output", str(tmp_path / "o"), "--detector", "tiny-random"]) == 0
     err = capsys.readouterr().err
     assert "workers: 1 SDK process(es) on 1 host(s) reported, 1 detector copies loaded" in err, err[-2000:]
+
+
+def test_a_record_being_written_when_the_tracker_stops_lands_before_stop_returns(tmp_path, monkeypatch):
+    """Under load the reporting thread was still writing a record while the commit removed the run's
+    folder (`Directory not empty`, the build failed): stop() now waits for that write."""
+    import threading
+
+    from grit_pipeline.beam_jobs.progress import Progress
+
+    writing, release, written = threading.Event(), threading.Event(), []
+
+    def held_write(self) -> None:
+        writing.set()
+        release.wait(timeout=60)
+        written.append(threading.current_thread().name)
+
+    records = tmp_path / "staging" / "progress"
+    monkeypatch.setattr(Progress, "write_record", lambda self: None)
+    tracker = Progress(interval_s=0.01, records=str(records))  # its first record: before the thread
+    monkeypatch.setattr(Progress, "write_record", held_write)
+    assert writing.wait(timeout=60)  # the thread is inside a write
+    stopper = threading.Thread(target=tracker.stop)
+    stopper.start()
+    stopper.join(timeout=0.5)
+    assert stopper.is_alive() and not written  # stop() is waiting for the write, not returning
+    release.set()
+    stopper.join(timeout=60)
+    assert not stopper.is_alive() and written == ["grit-progress"]
+    assert not tracker._thread.is_alive()
