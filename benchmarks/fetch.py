@@ -18,11 +18,12 @@ exact area average of the decoded original (float, unencoded), and of ours again
 Resizer output. The last line is the throughput ratio of ours to img2dataset's (target >= 2.0).
 
     python benchmarks/fetch.py                          # 1,200 URLs, 16 threads, 3 rounds (~2.5 min)
-    python benchmarks/fetch.py --sizes 640x480          # the target above half the source only
+    python benchmarks/fetch.py --sizes 500x375,375x500,800x533,1024x683   # common web sizes
     python benchmarks/fetch.py --content photos         # the bundled photos tiled into each size
 
-At 640 x 480 -> 256 the target is more than half the source, so no DCT scaling applies and both
-sides pay a full-size decode; at 1024 x 768 and above ours decodes at 1/2 or 1/4 scale.
+At these sizes both sides decode the whole JPEG and store the same ``INTER_AREA`` pixels: ours
+decodes at reduced DCT scale only from 3x the target (``resize.STORED_DCT_GAP``), 1536 px and up
+for a 256 px side.
 """
 
 from __future__ import annotations

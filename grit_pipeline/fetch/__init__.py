@@ -1,8 +1,8 @@
 """Download, check, decode and resize images, with guards.
 
 What comes from img2dataset: the X-Robots-Tag check (``is_disallowed``, same directives and user
-agent token) and the resize policy's semantics (``resize``: its sizes, modes and encoding, with a
-a decode at reduced DCT scale where that costs nothing measurable). What is added here:
+agent token) and the resize policy's semantics (``resize``: its sizes, modes and encoding, and its
+area-average pixels, with a decode at reduced DCT scale where that costs nothing measurable). What is added here:
 
 - an address guard: every connection, the first one and each redirect, resolves the host and
   refuses loopback, private, link-local (cloud metadata), shared, reserved and multicast addresses,

@@ -9,8 +9,8 @@ against an exact area average on real photos):
 
 - a JPEG at least ``STORED_DCT_GAP`` (3) times its target at 1/2, 1/4 or 1/8 scale is decoded by
   libjpeg at that reduced scale (DCT scaling), the largest that keeps that margin. libjpeg's reduced
-  IDCT is not an area average: left within 1.17x to 2.3x of the target it cost 0.5 to 3.4 dB on real
-  photos, at 3x and above it costs at most 0.15 dB;
+  IDCT is not an area average: left closer than about 2.5x to the target it cost 0.3 to 3.4 dB on
+  real photos, at 3x and above at most 0.15 dB;
 - everything then goes through OpenCV's ``INTER_AREA`` (exact area average at any factor), with a
   reduced-scale decode's partial last block weighted by the part of it the picture covers;
 - up-scaling (``resize_only_if_bigger=False``) uses Lanczos, as img2dataset does.
