@@ -64,6 +64,12 @@ def area_reduce(
     return out[:, :, 0] if squeeze else out
 
 
+def load_kernel() -> None:
+    """Load the compiled kernel now (numba's on-disk cache, or a compile of about 2 s on first use),
+    so that the first image does not pay for it inside a download's deadline."""
+    area_reduce(np.zeros((2, 2, 3), np.uint8), (1, 1))
+
+
 @njit(cache=True, fastmath=True, nogil=True)
 def _reduce(src, y_start, y_weights, x_start, x_weights, out):  # pragma: no cover (compiled)
     height, width, channels = src.shape

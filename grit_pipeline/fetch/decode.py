@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from grit_pipeline.fetch import pixels
+from grit_pipeline.fetch.area import load_kernel
 from grit_pipeline.fetch.config import FetchConfig
 from grit_pipeline.fetch.formats import open_header
 from grit_pipeline.fetch.resize import STORED_DCT_GAP, ResizePolicy, dct_scale, resample
@@ -72,6 +73,7 @@ def make_resizer(config: FetchConfig) -> ResizePolicy:
     # The stage decodes one image per core in its threads; OpenCV's own thread pool on top of
     # that only adds contention (img2dataset's Resizer sets the same).
     cv2.setNumThreads(1)
+    load_kernel()
     return ResizePolicy.from_config(config)
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import queue
 import threading
 from collections.abc import Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +49,7 @@ class Fetcher:
     config: FetchConfig
     max_in_flight: int = 0  # 0: twice the thread count, as img2dataset's semaphore
     _pending: dict[Future, Any] = field(default_factory=dict, init=False)
+    _finished: queue.SimpleQueue = field(default_factory=queue.SimpleQueue, init=False)  # done futures
 
     def __post_init__(self) -> None:
         policy = AddressPolicy(self.config.allow_private_addresses, self.config.allowed_networks)
@@ -91,14 +93,26 @@ class Fetcher:
             return FetchFailure(UNEXPECTED_ERROR, error_text(err))
 
     def _track(self, tag: Any, future: Future) -> list[tuple[Any, FetchedImage | FetchFailure]]:
+        """Hands back what has finished, first waiting for one result while too much is in flight.
+
+        Finished futures queue themselves (a done-callback), so a submit costs the same however
+        much is in flight (``concurrent.futures.wait`` installs a waiter on every pending future:
+        with 32 in flight that held the GIL longer than the downloads it waited for).
+        """
         self._pending[future] = tag
-        if len(self._pending) >= self.max_in_flight:
-            wait(self._pending, return_when=FIRST_COMPLETED)
-        return [(self._pending.pop(f), self._outcome(f)) for f in [f for f in self._pending if f.done()]]
+        future.add_done_callback(self._finished.put)
+        ready = [self._finished.get()] if len(self._pending) >= self.max_in_flight else []
+        while True:
+            try:
+                ready.append(self._finished.get_nowait())
+            except queue.Empty:
+                return [(self._pending.pop(f), self._outcome(f)) for f in ready]
 
     def drain(self) -> list[tuple[Any, FetchedImage | FetchFailure]]:
-        wait(self._pending)
-        done, self._pending = [(tag, self._outcome(f)) for f, tag in self._pending.items()], {}
+        done = []
+        while self._pending:
+            future = self._finished.get()
+            done.append((self._pending.pop(future), self._outcome(future)))
         return done
 
     def fetch_all(self, items: Iterable[tuple[Any, str]]) -> list[tuple[Any, FetchedImage | FetchFailure]]:
