@@ -33,7 +33,7 @@ def area_taps(n_src: int, n_out: int, extent: float) -> tuple[np.ndarray, np.nda
     >>> start.tolist(), (weights * 3).round().tolist()
     ([0, 1], [[2.0, 1.0, 0.0], [1.0, 2.0, 0.0]])
     """
-    if not 0 < extent <= n_src or n_out > extent:
+    if n_out < 1 or not 0 < extent <= n_src or n_out > extent:
         raise ValueError(f"area reduction of {extent} of {n_src} px to {n_out}: not a reduction")
     step = extent / n_out
     lo = np.arange(n_out) * step
