@@ -70,7 +70,16 @@ def load_kernel() -> None:
     area_reduce(np.zeros((2, 2, 3), np.uint8), (1, 1))
 
 
-@njit(cache=True, fastmath=True, nogil=True)
+def _compiled(function):
+    """numba's compile, cached on disk (beside this file or in the user's cache folder), or uncached
+    where neither is writable (numba refuses ``cache=True`` then, at import)."""
+    try:
+        return njit(cache=True, fastmath=True, nogil=True)(function)
+    except RuntimeError:  # "cannot cache function ...: no locator available"
+        return njit(fastmath=True, nogil=True)(function)
+
+
+@_compiled
 def _reduce(src, y_start, y_weights, x_start, x_weights, out):  # pragma: no cover (compiled)
     height, width, channels = src.shape
     rows = src.reshape(height, width * channels)
