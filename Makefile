@@ -2,15 +2,23 @@
 PYTHON ?= python3
 PIP_INSTALL = $(PYTHON) -m pip install -q
 
+# torch first, pinned (the package allows any torch>=2.2, and an unpinned resolve picks the newest).
+# By default from the index pip is set up for: on Linux from PyPI that is the default wheel, a CUDA
+# build (about 4.7 GB with its nvidia-* libraries) that also runs on CPU. TORCH_INDEX_URL names another
+# index to take torch from, e.g. a CPU-only build:
+#   make example TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# A torch==2.13.0 already installed (any build, e.g. 2.13.0+cpu) satisfies the pin and is kept.
+TORCH_INDEX_URL ?=
+TORCH_INSTALL = $(PIP_INSTALL) "torch==2.13.0" $(if $(TORCH_INDEX_URL),--index-url "$(TORCH_INDEX_URL)")
+
 .PHONY: install install-dev browser java job-servers clusters wheel worker-image example test test-busy test-objstore test-runners lint
 
 install:
-	# The CPU wheel of torch first: an unpinned torch would pull a multi-GB CUDA build.
-	$(PIP_INSTALL) "torch==2.13.0"
+	$(TORCH_INSTALL)
 	$(PIP_INSTALL) -e .
 
 install-dev:
-	$(PIP_INSTALL) "torch==2.13.0"
+	$(TORCH_INSTALL)
 	$(PIP_INSTALL) -e ".[dev]"
 
 # Debian's chromium and chromium-driver, for the HTML gallery test (needs root or sudo).

@@ -19,6 +19,7 @@ import fsspec
 
 import grit_pipeline
 from grit_pipeline.beam_jobs import progress
+from grit_pipeline.beam_jobs.beam_api import fresh_metrics
 from grit_pipeline.beam_jobs.commit import CommitError, commit, sealed_items
 from grit_pipeline.beam_jobs.config import BuildConfig, BuildError
 from grit_pipeline.beam_jobs.job_state import runner_name
@@ -83,12 +84,12 @@ def _todo(config: BuildConfig) -> tuple[list[str], list, list[str]]:
     if config.retry_rejects:
         sources, extra_fields = _retry_plan(config.output)
         return sources, extra_fields, sources
-    files = _input_files(config.inputs)
-    check_input_files(list(files), config.input)  # unreadable files, wrong columns: one line, before anything
+    files = _input_files(config.input_paths)
+    check_input_files(list(files), config.input_options)  # unreadable files, wrong columns: one line, first
     todo, skipped = prepare(config.output, config.mode, files)
     if skipped:
         LOGGER.info("incremental: %d input file(s) already finished, skipped", len(skipped))
-    return todo, (keep_column_fields(todo[0], config.input) if todo else []), []
+    return todo, (keep_column_fields(todo[0], config.input_options) if todo else []), []
 
 
 def _load_detector_provenance(config: BuildConfig, here: bool) -> tuple[DetectorConfig, dict]:
@@ -196,10 +197,8 @@ def prepare_run(
 
 def _live_counts(result) -> dict[str, int]:
     """Our counters as the runner reports them now ({} when it cannot say yet)."""
-    if hasattr(result, "_metrics"):
-        result._metrics = None  # PortableRunner's result caches its first answer; ask again
     try:
-        return progress.job_counts(result.metrics().query())
+        return progress.job_counts(fresh_metrics(result).query())
     except Exception:  # progress is best effort: a runner that cannot answer must not end the wait
         return {}
 
@@ -356,7 +355,7 @@ def launch(config: BuildConfig, beam_argv: list[str] | None = None, *, test_pipe
     progress.configure_logging()
     options, _, here = _options(list(beam_argv or []), test_pipeline)  # refuses DaskRunner
     if not here:  # before the lock, which would already write into OUTPUT
-        check_paths_reachable([*config.inputs, config.output])
+        check_paths_reachable([*config.input_paths, config.output])
     run_id = new_run_id()
     lock = OutputLock(config.output, run_id, runner=runner_name(options))
     try:

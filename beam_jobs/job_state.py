@@ -11,6 +11,8 @@ gone, no credentials): the lock then refuses rather than guess.
 
 from __future__ import annotations
 
+from grit_pipeline.beam_jobs.beam_api import portable_job_id
+
 # Beam's terminal states (PipelineState.is_terminal); a job in any other state may still write.
 TERMINAL_STATES = frozenset({"DONE", "FAILED", "CANCELLED", "UPDATED", "DRAINED"})
 STATE_TIMEOUT_S = 10.0
@@ -40,7 +42,7 @@ def job_of(result, options=None) -> dict:
             "project": _option(options, "project"),
             "region": _option(options, "region"),
         }
-    job_id = getattr(result, "_job_id", None)
+    job_id = portable_job_id(result)
     if job_id is None:
         return {}
     return {

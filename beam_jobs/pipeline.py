@@ -40,7 +40,7 @@ def build_graph(
     earlier = committed_shards(config.output)  # what earlier runs accepted stays taken
     records = records_folder(plan.staging)
     read = ReadInputs(
-        files, config.input, plan.transient_reasons, config.progress_interval_s, earlier, records
+        files, config.input_options, plan.transient_reasons, config.progress_interval_s, earlier, records
     )
     rows = stage(pipeline, "Read", read)
     if config.dedup == "url":
@@ -48,7 +48,7 @@ def build_graph(
     else:  # the URL grouping also spreads one big input file's rows over the workers; do that anyway
         rows = rows | "SpreadRows" >> beam.Reshuffle()
     if (
-        config.dedup == "sha256" and config.input.image_path_column
+        config.dedup == "sha256" and config.input_options.image_path_column
     ):  # one file is one content: before the reads
         rows = stage(rows, "DedupByFile", Deduplicate("image_file"), has_stats=False)
     rows = stage(rows, "Parse", ParseCaptions(config.text))

@@ -42,8 +42,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from grit_pipeline.beam_jobs.ground import HELD_BATCHES
 from grit_pipeline.grounding.batching import ShapeBuckets
 from grit_pipeline.grounding.preprocess import ImageSpec
@@ -210,8 +208,7 @@ def build_report(args) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from http_server import LoopbackServer, Route, jpeg_bytes
+    from grit_pipeline.testing import LoopbackServer, Route, jpeg_bytes
 
     captions = ["a dog on the grass near a red car", "two people riding bikes on a street"]
     out = Path(args.out or tempfile.mkdtemp(prefix="batch-fill-"))

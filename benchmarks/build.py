@@ -1,10 +1,10 @@
 """End-to-end `grit build` throughput and peak memory (tiny detector): input sizes, or thread pools.
 
-A loopback HTTP server (tests/http_server.py, in a process of its own) serves one distinct URL
-per row (320 x 240 JPEGs). Each build runs as its own process on Beam's local runner, with the
-tiny random detector, and we read its peak resident memory from the kernel (``wait4``'s
-``ru_maxrss``: the largest single process, so the launcher in multi_processing mode) and its
-rows per second from the run manifest.
+A loopback HTTP server (``grit_pipeline.testing.served``, in a process of its own) serves one
+distinct URL per row (320 x 240 JPEGs). Each build runs as its own process on Beam's local runner,
+with the tiny random detector (``grit_pipeline.testing.builds``), and we read its peak resident
+memory from the kernel (``wait4``'s ``ru_maxrss``: the largest single process, so the launcher in
+multi_processing mode) and its rows per second from the run manifest.
 
 Default: in-process at two sizes. Memory must not grow with the input: the last line is the ratio
 of the peak at the larger size to the peak at the smaller one (target <= 1.2).
@@ -22,81 +22,13 @@ line is the multi_processing speed-up (rows/s after / before, target > 1).
 from __future__ import annotations
 
 import argparse
-import json
-import multiprocessing
 import os
-import subprocess
-import sys
 import tempfile
-import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-import pyarrow as pa
-import pyarrow.parquet as pq
-from http_server import LoopbackServer, Route, jpeg_bytes
-
-CAPTIONS = [
-    "a red square on a grey background",
-    "a dog chasing a ball in the park",
-    "two people riding bikes on a street",
-    "a cup of coffee on a wooden table",
-    "a man holding an umbrella in the rain",
-    "a white cat sitting on a sofa near a window",
-    "a plate of food with bread and salad",
-    "a small boat on a lake under a cloudy sky",
-]
-
+from grit_pipeline.testing.builds import run_build
+from grit_pipeline.testing.served import served_jpegs
 
 MULTI = ("--direct_running_mode", "multi_processing", "--direct_num_workers", "2")
-
-
-def serve(count: int, ports, stop) -> None:
-    bodies = [jpeg_bytes(320, 240, (i * 5 % 255, 90, 200)) for i in range(50)]
-    with LoopbackServer() as server:
-        for i in range(count):
-            server.add(f"/img/{i}.jpg", Route(bodies[i % len(bodies)]))
-        ports.put(server.port)
-        stop.wait()
-
-
-def run_build(
-    rows: int, port: int, tmp: str, threads: int, extra: tuple[str, ...] = (), name: str = ""
-) -> dict:
-    table = pa.table(
-        {
-            "url": [f"http://127.0.0.1:{port}/img/{i}.jpg" for i in range(rows)],
-            "caption": [CAPTIONS[i % len(CAPTIONS)] for i in range(rows)],
-        }
-    )
-    pq.write_table(table, f"{tmp}/in-{rows}.parquet")
-    out = f"{tmp}/out-{rows}-{name or 'build'}"
-    argv = [sys.executable, "-m", "grit_pipeline.beam_jobs.job", "--input", f"{tmp}/in-{rows}.parquet"]
-    argv += ["--output", out, "--detector", "tiny-random", "--allow-network", "127.0.0.1/32"]
-    argv += ["--max-host-connections", "0", "--max-host-rate", "0"]  # one loopback host serves every URL
-    argv += ["--progress-interval", "60", "--threads", str(threads), "--mode", "overwrite", *extra]
-    # No OMP_NUM_THREADS: thread pools are sized by the job (--detector-threads), as for a user.
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-    env.update(HF_HUB_OFFLINE="1", NO_ALBUMENTATIONS_UPDATE="1")
-    start = time.perf_counter()
-    child = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(child.pid, 0)
-    wall = time.perf_counter() - start
-    if status != 0:
-        raise RuntimeError(f"grit build failed for {rows} rows: {child.stderr.read()[-3000:]}")
-    manifest = json.loads(Path(out, "manifest.json").read_text())
-    counts, timings = manifest["counts"], manifest["timings"]
-    return {
-        "rows": rows,
-        "accepted": counts["accepted"],
-        "rejected": counts["rejected"],
-        "run_s": timings["wall_s"],
-        "command_s": wall,
-        "rows_per_s": counts["input"] / timings["wall_s"],
-        "peak_mib": usage.ru_maxrss / 1024,  # Linux reports kilobytes
-        "busy": timings["stage_busy_s"],
-    }
 
 
 THREAD_CASES = {  # name -> extra argv; "before" sizes each worker's torch pool as torch does
@@ -133,20 +65,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=400, help="rows per build with --threads-compare")
     parser.add_argument("--rounds", type=int, default=2, help="rounds with --threads-compare")
     args = parser.parse_args(argv)
-    ports, stop = multiprocessing.Queue(), multiprocessing.Event()
     count = args.rows if args.threads_compare else max(args.sizes)
-    server = multiprocessing.Process(target=serve, args=(count, ports, stop), daemon=True)
-    server.start()
-    port = ports.get(timeout=120)
     results = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with served_jpegs(count) as port, tempfile.TemporaryDirectory() as tmp:
         if args.threads_compare:
             threads_compare(args.rows, port, tmp, args.threads, args.rounds)
         else:
             for rows in args.sizes:
                 results.append(run_build(rows, port, tmp, args.threads))
-    stop.set()
-    server.join(timeout=10)
     if not results:
         return
     print(

@@ -1,7 +1,7 @@
 """Fetch stage throughput and stored-image quality: our ``Fetcher`` vs. img2dataset, same URLs.
 
-A loopback HTTP server (asyncio, in a process of its own) serves N distinct-path JPEGs
-with photo-like content (``photo_jpeg``: gradients, shapes, thin lines, noise, about 1.5 bits per
+A loopback HTTP server (asyncio, in a process of its own: ``grit_pipeline.testing.served``) serves
+N distinct-path JPEGs with photo-like content (``photo_jpeg``: gradients, shapes, thin lines, noise, about 1.5 bits per
 pixel), in rotation over web-photo sizes (640 x 480, 1024 x 768 and 1600 x 1200 by default), so
 both sides decode, resize to 256 on the shortest side and re-encode at quality 95. Both sides get
 the same thread count and one process:
@@ -29,40 +29,28 @@ for a 256 px side.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import glob
 import io
 import json
 import multiprocessing
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from http_server import photo_jpeg, photo_mosaic_jpeg
 from PIL import Image
 
 from grit_pipeline.fetch import FetchConfig, FetchedImage, Fetcher, decode_image, make_resizer
 from grit_pipeline.fetch.decode import img2dataset_module
-
-DISTINCT_IMAGES = 48  # served round-robin under distinct paths, sizes in rotation
-
-
-def bodies(sizes: list[tuple[int, int]], content: str = "synthetic") -> list[tuple[tuple[int, int], bytes]]:
-    """The served JPEGs, sizes in rotation: ``synthetic`` (``photo_jpeg``, quality 85) or
-    ``photos`` (the bundled photos tiled into each size, ``photo_mosaic_jpeg``, quality 92)."""
-    picked = [sizes[i % len(sizes)] for i in range(DISTINCT_IMAGES)]
-    make = photo_jpeg if content == "synthetic" else photo_mosaic_jpeg
-    return [(size, make(*size, seed=i)) for i, size in enumerate(picked)]
+from grit_pipeline.testing import psnr_db
+from grit_pipeline.testing.served import DISTINCT_IMAGES, photo_bodies, served_photos
 
 
 def _ours_in_child(urls, threads: int, image_size: int, results) -> None:
@@ -110,44 +98,6 @@ def run_img2dataset(url_file: str, threads: int, count: int, image_size: int) ->
         return seconds, sum(s["successes"] for s in stats), wall
 
 
-def serve(count: int, sizes: list[tuple[int, int]], ports, stop, content: str = "synthetic") -> None:
-    """A lean loopback server in its own process (asyncio, prepared answers), so that its CPU time,
-    which a remote web server would spend elsewhere, takes as little as it can of the two cores
-    both sides share; tests/http_server.py's threaded server spends more per request than the
-    fetcher under test."""
-    served = [data for _, data in bodies(sizes, content)]
-    heads = [b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nConnection: close\r\n" for _ in served]
-    heads = [head + f"Content-Length: {len(body)}\r\n\r\n".encode() for head, body in zip(heads, served)]
-    routes = {f"/img/{i}.jpg".encode(): i % len(served) for i in range(count)}
-
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            request = await reader.readuntil(b"\r\n\r\n")
-            index = routes.get(request.split(b" ", 2)[1])
-            if index is None:
-                writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-            else:
-                writer.writelines((heads[index], served[index]))
-            await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass  # the client gave up (its timeout); nothing to answer
-        finally:
-            writer.close()
-
-    async def main() -> None:
-        server = await asyncio.start_server(answer, "127.0.0.1", 0, backlog=1024)
-        ports.put(server.sockets[0].getsockname()[1])
-        await asyncio.get_running_loop().run_in_executor(None, stop.wait)
-        server.close()
-
-    asyncio.run(main())
-
-
-def psnr_db(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 10 * np.log10(255**2 / max(mse, 1e-12))
-
-
 def quality(
     sizes: list[tuple[int, int]], image_size: int, content: str
 ) -> dict[tuple[int, int], dict[str, float]]:
@@ -157,7 +107,7 @@ def quality(
     ours_policy = make_resizer(config)
     theirs = img2dataset_module("resizer").Resizer(image_size, "keep_ratio", True, skip_reencode=True)
     scores: dict[tuple[int, int], dict[str, list[float]]] = {}
-    for size, data in bodies(sizes, content):
+    for size, data in photo_bodies(sizes, content):
         ours = decode_image(data, config, ours_policy)
         their_bytes = theirs(io.BytesIO(data))[0]
         ours_rgb, their_rgb = (
@@ -175,15 +125,9 @@ def quality(
 
 
 def throughput(args, sizes: list[tuple[int, int]]) -> dict[str, float]:
-    ports, stop = multiprocessing.Queue(), multiprocessing.Event()
-    server = multiprocessing.Process(
-        target=serve, args=(args.urls, sizes, ports, stop, args.content), daemon=True
-    )
-    server.start()
-    port = ports.get(timeout=120)
     seconds_total = {"ours": 0.0, "img2dataset": 0.0}
     images_total = {"ours": 0, "img2dataset": 0}
-    with tempfile.TemporaryDirectory() as tmp:
+    with served_photos(args.urls, sizes, args.content) as port, tempfile.TemporaryDirectory() as tmp:
         urls = [f"http://127.0.0.1:{port}/img/{i}.jpg" for i in range(args.urls)]
         url_file = f"{tmp}/urls.parquet"
         pq.write_table(pa.table({"url": urls}), url_file)
@@ -200,8 +144,6 @@ def throughput(args, sizes: list[tuple[int, int]]) -> dict[str, float]:
                 seconds_total[side] += seconds
                 images_total[side] += ok
                 print(f"{round_:>5} {side:<12} {seconds:>8.2f} {ok:>7} {ok / seconds:>9.1f}{note}")
-    stop.set()
-    server.join(timeout=10)
     return {side: images_total[side] / seconds_total[side] for side in seconds_total}
 
 

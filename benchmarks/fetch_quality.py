@@ -1,7 +1,7 @@
 """Stored-image quality on real photos: our fetch stage vs. img2dataset's own command, same URLs.
 
 The bundled photos, tiled at native resolution into web-photo sizes (800 x 600 to 3000 x 2000 by
-default; JPEG quality 92, ``tests/http_server.photo_mosaic_jpeg``), are served from 127.0.0.1.
+default; JPEG quality 92, ``grit_pipeline.testing.photo_mosaic_jpeg``), are served from 127.0.0.1.
 img2dataset's command (``--image_size 256 --resize_mode keep_ratio``, parquet output, its default
 JPEG quality 95) and our fetch stage (``Fetcher``, what ``grit build`` runs, same size and quality)
 each store every image once. Each stored image is compared with an exact area average (float,
@@ -16,24 +16,21 @@ from __future__ import annotations
 import argparse
 import glob
 import io
-import multiprocessing
 import os
 import subprocess
-import sys
 import tempfile
-from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from fetch import DISTINCT_IMAGES, bodies, psnr_db, serve
 from PIL import Image
 
 from grit_pipeline.fetch import FetchConfig, FetchedImage, Fetcher
+from grit_pipeline.testing import psnr_db
+from grit_pipeline.testing.served import DISTINCT_IMAGES, photo_bodies, served_photos
 
 DEFAULT_SIZES = "800x600,1024x683,1200x900,1600x1200,2000x1333,3000x2000"
 
@@ -75,18 +72,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--image-size", type=int, default=256, help="stored shortest side")
     args = parser.parse_args(argv)
     sizes = [tuple(int(v) for v in size.lower().split("x")) for size in args.sizes.split(",")]
-    ports, stop = multiprocessing.Queue(), multiprocessing.Event()
-    server = multiprocessing.Process(
-        target=serve, args=(DISTINCT_IMAGES, sizes, ports, stop, "photos"), daemon=True
-    )
-    server.start()
-    port = ports.get(timeout=300)
-    urls = [f"http://127.0.0.1:{port}/img/{i}.jpg" for i in range(DISTINCT_IMAGES)]
-    theirs, ours = img2dataset_images(urls, args.image_size), our_images(urls, args.image_size)
-    stop.set()
-    server.join(timeout=10)
+    with served_photos(DISTINCT_IMAGES, sizes, "photos") as port:
+        urls = [f"http://127.0.0.1:{port}/img/{i}.jpg" for i in range(DISTINCT_IMAGES)]
+        theirs, ours = img2dataset_images(urls, args.image_size), our_images(urls, args.image_size)
     rows: dict[tuple[int, int], list[tuple[float, float, float]]] = {}
-    for url, (size, original) in zip(urls, bodies(sizes, "photos")):
+    for url, (size, original) in zip(urls, photo_bodies(sizes, "photos")):
         if url not in ours or url not in theirs:
             print(f"  {url}: not stored by {'ours' if url not in ours else 'img2dataset'}")
             continue

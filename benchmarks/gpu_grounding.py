@@ -1,9 +1,9 @@
 """GPU grounding throughput, to run once on a CUDA machine (under 5 minutes): images/s, utilisation,
 peak memory and GPU-hours per million images, for the detector alone and for a full `grit build`.
 
-1. Detector alone: the real grounding-dino-tiny architecture (``benchmarks/grounding.py``), random
-   weights, bf16 autocast, 640x480 images at the processor's 800 px, ``HFDetector.ground`` (our
-   preprocessing, forward, span scoring, NMS) at batch 8, 16 and 32, after one warm-up batch.
+1. Detector alone: the real grounding-dino-tiny architecture (``grit_pipeline.testing.detectors``),
+   random weights, bf16 autocast, 640x480 images at the processor's 800 px, ``HFDetector.ground``
+   (our preprocessing, forward, span scoring, NMS) at batch 8, 16 and 32, after one warm-up batch.
 2. Full build: that model saved with ``save_pretrained``, `grit build --device cuda` over a loopback
    HTTP server (800x600 JPEGs, one URL per row), in-process, at the best batch size of part 1;
    rows/s from the run manifest.
@@ -19,20 +19,20 @@ used); part 1 also reports ``torch.cuda.max_memory_allocated``. GPU-hours per mi
 from __future__ import annotations
 
 import argparse
-import multiprocessing
+import os
 import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from types import SimpleNamespace
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the detectors here are built in code
 
-import build as build_bench  # benchmarks/build.py: one build run, as a process of its own
-import grounding as grounding_bench  # benchmarks/grounding.py: the architecture, requests
 import torch
+
+from grit_pipeline.testing.builds import run_build
+from grit_pipeline.testing.detectors import build_detector, make_requests, time_wrapper
+from grit_pipeline.testing.served import served_jpegs
 
 
 class GpuSampler:
@@ -69,8 +69,7 @@ def make_detector(args):
     from grit_pipeline.grounding import tiny
 
     config = tiny.tiny_config(len(tiny.caption_vocab())) if args.dry_run else None
-    bench_args = SimpleNamespace(image_side=args.image_side, max_side=args.max_side, device=args.device)
-    detector = grounding_bench.build_detector(bench_args, config)
+    detector = build_detector(args.image_side, args.max_side, args.device, config)
     if detector.device.type == "cuda":
         from dataclasses import replace
 
@@ -83,35 +82,12 @@ def detector_part(detector, batch_sizes, batches: int) -> dict[int, float]:
     speeds = {}
     for batch_size in batch_sizes:
         detector.batch_size = batch_size
-        requests = grounding_bench.make_requests(batch_size)
-        grounding_bench.time_wrapper(detector, requests)  # warm-up: kernels, allocator
-        seconds = sum(grounding_bench.time_wrapper(detector, requests) for _ in range(batches))
+        requests = make_requests(batch_size)
+        time_wrapper(detector, requests)  # warm-up: kernels, allocator
+        seconds = sum(time_wrapper(detector, requests) for _ in range(batches))
         speeds[batch_size] = batch_size * batches / seconds
         print(f"  batch {batch_size}: {speeds[batch_size]:.1f} images/s", file=sys.stderr)
     return speeds
-
-
-@contextmanager
-def loopback_server(rows: int, side: tuple[int, int]):
-    ports, stop = multiprocessing.Queue(), multiprocessing.Event()
-    server = multiprocessing.Process(target=serve_images, args=(rows, side, ports, stop), daemon=True)
-    server.start()
-    try:
-        yield ports.get(timeout=120)
-    finally:
-        stop.set()
-        server.join(timeout=10)
-
-
-def serve_images(count: int, side: tuple[int, int], ports, stop) -> None:
-    from http_server import LoopbackServer, Route, jpeg_bytes
-
-    bodies = [jpeg_bytes(*side, (i * 5 % 255, 90, 200)) for i in range(20)]
-    with LoopbackServer() as server:
-        for i in range(count):
-            server.add(f"/img/{i}.jpg", Route(bodies[i % len(bodies)]))
-        ports.put(server.port)
-        stop.wait()
 
 
 def build_part(detector, args, batch_size: int, tmp: str) -> dict:
@@ -121,8 +97,8 @@ def build_part(detector, args, batch_size: int, tmp: str) -> dict:
     detector.processor.save_pretrained(folder)
     extra = ("--detector", str(folder), "--device", args.device, "--detector-batch-size", str(batch_size))
     extra += ("--box-threshold", "0.3")
-    with loopback_server(args.rows, args.build_image) as port:
-        result = build_bench.run_build(args.rows, port, tmp, threads=32, extra=extra, name="gpu")
+    with served_jpegs(args.rows, args.build_image, distinct=20) as port:
+        result = run_build(args.rows, port, tmp, threads=32, extra=extra, name="gpu")
     return result
 
 

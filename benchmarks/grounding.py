@@ -3,7 +3,8 @@
 
 The model is the real grounding-dino-tiny architecture (Swin-T backbone, BERT-base text encoder,
 d_model 256, 6 + 6 layers, 900 queries: the hub config of IDEA-Research/grounding-dino-tiny) with
-random weights, built in code: nothing is downloaded. For every batch the same inputs go through
+random weights, built in code (``grit_pipeline.testing.detectors``): nothing is downloaded. For
+every batch the same inputs go through
 
 * raw:     ``model(**inputs)`` on tensors encoded beforehand (untimed), under inference mode;
 * wrapper: ``detector.ground(requests)``: prompt normalisation, tokenisation, image processing,
@@ -31,9 +32,7 @@ import argparse
 import io
 import os
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -41,75 +40,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from grit_pipeline.grounding import DetectorConfig, GroundingRequest
 from grit_pipeline.grounding.hf_backend import HFDetector
-from grit_pipeline.grounding.tiny import build_tokenizer
-from grit_pipeline.text import CharSpan
-
-CAPTIONS = [
-    ("a dog chasing a red ball on the grass", ["a dog", "a red ball", "the grass"]),
-    ("two people riding bikes on a street in the city", ["two people", "bikes", "a street", "the city"]),
-    ("a cup of coffee on a wooden table", ["a cup", "coffee", "a wooden table"]),
-    ("a man holding an umbrella in the rain", ["a man", "an umbrella", "the rain"]),
-    ("a white cat sitting on a sofa near a window", ["a white cat", "a sofa", "a window"]),
-    ("a plate of food with bread and salad", ["a plate", "food", "bread", "salad"]),
-]
-
-
-def grounding_dino_tiny_config():
-    """The architecture of IDEA-Research/grounding-dino-tiny (its hub config.json), written out."""
-    from transformers import BertConfig, GroundingDinoConfig, SwinConfig
-
-    backbone = SwinConfig(
-        embed_dim=96,
-        depths=[2, 2, 6, 2],
-        num_heads=[3, 6, 12, 24],
-        window_size=7,
-        image_size=224,
-        out_indices=[2, 3, 4],
-    )
-    text = BertConfig(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12)
-    return GroundingDinoConfig(
-        backbone_config=backbone,
-        text_config=text,
-        d_model=256,
-        encoder_layers=6,
-        decoder_layers=6,
-        encoder_ffn_dim=2048,
-        decoder_ffn_dim=2048,
-        num_queries=900,
-        num_feature_levels=4,
-        max_text_len=256,
-        two_stage=True,
-    )
-
-
-def build_detector(args, config=None) -> HFDetector:
-    """Random weights of ``config`` (default: grounding-dino-tiny's architecture) and its processor."""
-    from transformers import GroundingDinoForObjectDetection, GroundingDinoProcessor
-    from transformers.models.grounding_dino.image_processing_pil_grounding_dino import (
-        GroundingDinoImageProcessorPil,
-    )
-
-    torch.manual_seed(0)
-    model = GroundingDinoForObjectDetection(config or grounding_dino_tiny_config())
-    size = {"shortest_edge": args.image_side, "longest_edge": args.max_side}
-    # Our small caption vocabulary keeps bert-base's special ids; the text length is what matters here.
-    tokenizer = build_tokenizer(Path(tempfile.mkdtemp(prefix="grit-bench-vocab-")))
-    processor = GroundingDinoProcessor(GroundingDinoImageProcessorPil(size=size), tokenizer)
-    config = DetectorConfig(model="grounding-dino-tiny-architecture", device=args.device, batch_size=16)
-    return HFDetector(config, processor=processor, model=model)
-
-
-def make_requests(count: int) -> list[GroundingRequest]:
-    rng = np.random.default_rng(0)
-    requests = []
-    for i in range(count):
-        caption, chunks = CAPTIONS[i % len(CAPTIONS)]
-        spans = tuple(CharSpan(caption.find(c), caption.find(c) + len(c)) for c in chunks)
-        image = Image.fromarray(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8))
-        requests.append(GroundingRequest(image, caption, spans))
-    return requests
+from grit_pipeline.testing.detectors import build_detector, make_requests, time_raw, time_wrapper
 
 
 def preprocessing_ratio(detector: HFDetector, count: int) -> tuple[float, float]:
@@ -179,29 +111,6 @@ def report_source_vs_stored(detector: HFDetector, count: int) -> None:
         print(f"{name:>7} {len(data) / 1024:>14.0f} {seconds[name] * 1000:>11.1f}")
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def time_raw(detector: HFDetector, batch) -> float:
-    inputs, _, _ = detector.encode(batch)
-    sync(detector.device)
-    start = time.perf_counter()
-    with torch.inference_mode(), detector._autocast():
-        detector.model(**inputs)
-    sync(detector.device)
-    return time.perf_counter() - start
-
-
-def time_wrapper(detector: HFDetector, batch) -> float:
-    sync(detector.device)
-    start = time.perf_counter()
-    detector.ground(batch)
-    sync(detector.device)
-    return time.perf_counter() - start
-
-
 def run_batch_size(detector: HFDetector, requests, batch_size: int, repeats: int) -> tuple[float, float]:
     """Seconds for all ``requests`` (raw, wrapper): per batch the fastest of ``repeats`` runs.
 
@@ -244,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    detector = build_detector(args)
+    detector = build_detector(args.image_side, args.max_side, args.device)
     report_source_vs_stored(detector, 5)
     report_preprocessing(detector, args.preprocess_images)
     if args.preprocess_only:

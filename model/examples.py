@@ -17,34 +17,45 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from grit_pipeline.assemble import select_grounding_spans
+from grit_pipeline.flags import flag, flag_error, require_choice, require_min
 from grit_pipeline.locations import render_grounded_caption
 from grit_pipeline.markup import tag_character_problem
-from grit_pipeline.model.images import decode_image, render, to_pixel_values, window_for
+from grit_pipeline.model.images import CROP_MODES, decode_image, render, to_pixel_values, window_for
 from grit_pipeline.schemas.shard import GroundedSpan, group_by_span, spans_from_column
 
 IGNORE_INDEX = -100  # positions without loss, as transformers' cross-entropy expects
+SPANS_COLUMNS = ("ref_exps", "noun_chunks")
+MAX_LOCATION_GRID = 32  # 1,024 location tokens
 
 
 @dataclass(frozen=True)
 class ExampleConfig:
-    """How training text is formed from a row."""
+    """How training text is formed from a row (its fields are `grit train`'s flags too)."""
 
-    p_grounded: float = 0.5  # the original: each caption grounded with probability 0.5, else plain
-    spans_column: str = "ref_exps"  # "ref_exps" (the original) or "noun_chunks"
-    min_score: float = 0.65  # the paper's box threshold, re-applied at load time
-    image_mode: str = "centre-crop"  # "centre-crop" (training in the original) or "square"
-    location_grid: int = 32  # P: P x P location cells
-    max_length: int = 256  # whole sequence, image slots included; longer text is cut
+    # The original: each caption grounded with probability 0.5, else plain.
+    p_grounded: float = flag(0.5, help="probability that a row's text is grounded (else its plain caption)")
+    spans_column: str = flag(
+        "ref_exps", choices=SPANS_COLUMNS, help="the spans grounded: ref_exps (the original) or noun_chunks"
+    )
+    min_score: float = flag(
+        0.65, help="box score threshold re-applied at load time (the paper's box threshold)"
+    )
+    image_mode: str = flag(
+        "centre-crop", choices=CROP_MODES, help="centre-crop (training in the original) or square resize"
+    )
+    location_grid: int = flag(MAX_LOCATION_GRID, help="P: P x P location cells")
+    max_length: int = flag(256, help="tokens per sequence, image slots included; longer text is cut")
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.p_grounded <= 1.0:
-            raise ValueError(f"p_grounded must be in [0, 1], got {self.p_grounded}")
-        if self.spans_column not in ("ref_exps", "noun_chunks"):
-            raise ValueError(f"spans_column must be 'ref_exps' or 'noun_chunks', got {self.spans_column!r}")
-        if not 1 <= self.location_grid <= 32:
-            raise ValueError(
-                f"location_grid must be in 1..32 (1,024 location tokens), got {self.location_grid}"
+        for name in ("p_grounded", "min_score"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise flag_error(self, name, "must be in [0, 1]")
+        require_choice(self, spans_column=SPANS_COLUMNS, image_mode=CROP_MODES)
+        if not 1 <= self.location_grid <= MAX_LOCATION_GRID:
+            raise flag_error(
+                self, "location_grid", f"must be in 1..{MAX_LOCATION_GRID} (1,024 location tokens)"
             )
+        require_min(self, max_length=1)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Grounding queries answered by a Kosmos-2 checkpoint: prompt, greedy generation, the box of the phrase.
 
-This is the original evaluation's protocol (microsoft/unilm, kosmos-2/evaluation): the prompt is
-``<grounding>`` + the caption text before the phrase and a space (``f"{prefix} <phrase>..."`` in
+This is the original evaluation's protocol (docs/grit.md section 4; microsoft/unilm,
+kosmos-2/evaluation): the prompt is ``<grounding>`` + the caption text before the phrase and a space (``f"{prefix} <phrase>..."`` in
 ``flickr_entities/cook_data.py``; referring expressions have no prefix and no space, as in
 ``refcoco/cook_data.py``) + ``<phrase>PHRASE</phrase>``; decoding is greedy with
 ``no_repeat_ngram_size=3`` and runs to the end of the sequence (``</s>``), bounded by

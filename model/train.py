@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
 
+from grit_pipeline.flags import flag, flag_error, require_choice, require_min, require_positive
 from grit_pipeline.model.checkpoint import (
     load_trainer_state,
     load_training_config,
@@ -30,54 +31,66 @@ from grit_pipeline.model.checkpoint import (
 from grit_pipeline.model.config_bounds import bounded_config
 from grit_pipeline.model.data import ShardBatches, StreamConfig, make_loader, require_usable_row
 from grit_pipeline.model.distributed import Dist, init_distributed, wrap
-from grit_pipeline.model.examples import ExampleConfig
+from grit_pipeline.model.examples import MAX_LOCATION_GRID, ExampleConfig
 from grit_pipeline.model.monitor import Monitor
-from grit_pipeline.model.presets import build_model, get_preset
+from grit_pipeline.model.presets import PRESETS, build_model, get_preset
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything a run depends on; saved beside every checkpoint."""
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig(ExampleConfig):
+    """Everything a run depends on; saved beside every checkpoint (as one flat JSON object).
 
-    data: str
-    out: str
-    preset: str = "tiny"
-    init_from: str | None = None  # pretrained folder or hub id (microsoft/kosmos-2-patch14-224 layout)
-    images: str | None = None  # img2dataset "files" folder for shards without image bytes
-    max_steps: int = 1000  # optimizer steps; the linear decay reaches 0 here
-    max_minutes: float | None = None  # stop early (and checkpoint) after this much wall time
-    batch_size: int = 32  # per micro-batch and rank
-    grad_accum: int = 1
-    lr: float = 1e-3
-    warmup_steps: int = 100  # the paper: 375 of 60k
-    weight_decay: float = 0.01
+    The example fields (``p_grounded`` .. ``max_length``) are ``ExampleConfig``'s, inherited rather
+    than repeated; ``location_grid`` None is the preset's (32 for pretrained models). Every field
+    but ``beta1``, ``beta2`` and ``eps`` (the paper's values) is a `grit train` flag.
+    """
+
+    data: str = flag(help="shard file, folder or glob (ours or GRIT-20M)")
+    out: str = flag(help="output folder: checkpoints, tensorboard/")
+    preset: str = flag("tiny", choices=sorted(PRESETS), help="model size when not --init-from")
+    init_from: str | None = flag(
+        None,
+        help="pretrained folder or hub id (microsoft/kosmos-2-patch14-224 layout); its processor is reused",
+    )
+    images: str | None = flag(None, help="img2dataset 'files' folder for shards without image bytes")
+    max_steps: int = flag(1000, help="optimizer steps; the linear decay reaches 0 here")
+    max_minutes: float | None = flag(None, help="stop early (and checkpoint) after this much wall time")
+    batch_size: int = flag(32, help="rows per micro-batch and rank")
+    grad_accum: int = flag(1, help="micro-batches per optimizer step")
+    lr: float = flag(1e-3, help="peak learning rate")
+    warmup_steps: int = flag(100, help="linear warm-up steps (the paper: 375 of 60k)")
+    weight_decay: float = flag(0.01, help="AdamW weight decay (matrices only)")
     beta1: float = 0.9
     beta2: float = 0.98
     eps: float = 1e-6
-    clip_norm: float = 2.0  # the paper's gradient clip
-    save_every: int = 500
-    keep_checkpoints: int = 2
-    log_every: int = 10
-    seed: int = 0
-    num_workers: int = 0
-    shuffle_buffer: int = 2048
-    tokenizer_rows: int = 200_000  # captions used to train a tokenizer when none is given
-    p_grounded: float = 0.5
-    spans_column: str = "ref_exps"
-    min_score: float = 0.65
-    image_mode: str = "centre-crop"
-    location_grid: int | None = None  # None: the preset's (32 for pretrained models)
-    max_length: int = 256
-    bf16: bool = True  # autocast on CUDA only; CPU runs in float32
+    clip_norm: float = flag(2.0, help="gradient norm clip (the paper's)")
+    save_every: int = flag(500, help="steps between checkpoints")
+    keep_checkpoints: int = flag(2, help="newest checkpoints kept (0: all)")
+    log_every: int = flag(10, help="steps between progress-bar loss updates")
+    seed: int = flag(0, help="seed of the model's initialisation and the data order")
+    num_workers: int = flag(0, help="DataLoader worker processes")
+    shuffle_buffer: int = flag(2048, help="rows mixed across shard boundaries")
+    tokenizer_rows: int = flag(200_000, help="captions used to train a tokenizer when none is given")
+    location_grid: int | None = flag(None, help="P: P x P location cells (default: the preset's)")
+    bf16: bool = flag(True, help="GPU: train in float32, not bf16 autocast (CPU always runs float32)")
+
+    def __post_init__(self) -> None:
+        # The example fields' checks are ExampleConfig's; a grid of None (the preset's) passes them.
+        self.text_config(MAX_LOCATION_GRID if self.location_grid is None else self.location_grid)
+        require_choice(self, preset=PRESETS)
+        require_min(
+            self, max_steps=1, batch_size=1, grad_accum=1, save_every=1, log_every=1, tokenizer_rows=1
+        )
+        require_min(self, warmup_steps=0, keep_checkpoints=0, num_workers=0, shuffle_buffer=0, weight_decay=0)
+        require_positive(self, "max_minutes", "lr", "clip_norm", "eps")
+        for name in ("beta1", "beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise flag_error(self, name, "must be in [0, 1)")
 
     def text_config(self, grid: int) -> ExampleConfig:
+        """The example options of this run, with location grid ``grid``."""
         return ExampleConfig(
-            p_grounded=self.p_grounded,
-            spans_column=self.spans_column,
-            min_score=self.min_score,
-            image_mode=self.image_mode,
-            location_grid=grid,
-            max_length=self.max_length,
+            **{f.name: getattr(self, f.name) for f in fields(ExampleConfig)} | {"location_grid": grid}
         )
 
 

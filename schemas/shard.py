@@ -3,7 +3,7 @@
 GRIT-20M (zzliang/GRIT) stores ``noun_chunks`` and ``ref_exps`` as ``list<list<float64>>``, one
 inner row ``[char_start, char_end, x_min, y_min, x_max, y_max, score]`` per (span, box), boxes
 normalised by the original ``width`` and ``height``. We keep exactly that layout (start and end as
-floats), so a GRIT-20M file and one of our shards read the same way.
+floats), so a GRIT-20M file and one of our shards read the same way (docs/grit.md section 2).
 """
 
 from __future__ import annotations

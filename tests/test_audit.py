@@ -15,9 +15,9 @@ from benchmark_data import write_flickr30k
 from PIL import Image
 
 from grit_pipeline.audit import audit, phrase_of
-from grit_pipeline.benchmarks.flickr30k import read_split
 from grit_pipeline.cli import main
 from grit_pipeline.commands.audit import build_image_loader
+from grit_pipeline.evalsets.flickr30k import read_split
 from grit_pipeline.grounding import TINY_DETECTOR, DetectorConfig, GroundingRequest, load_detector
 from grit_pipeline.grounding.base import GroundingResult, ScoredBox
 from grit_pipeline.locations import Box
@@ -123,8 +123,11 @@ def test_audit_command_writes_the_table_json_and_curve(flickr, tmp_path, capsys)
     assert json.loads((out / "audit.json").read_text()) == report
     assert "<- --box-threshold" in (out / "audit.txt").read_text()
     assert Image.open(out / "pr_curve.png").size[0] > 100
-    assert main([*args, "--thresholds", "0.3,x"]) == 2
-    assert "--thresholds" in capsys.readouterr().err
+    assert main([*args, "--thresholds", "0.3,1.5"]) == 2  # a number out of range: the config's check
+    assert "--thresholds must be numbers in [0, 1)" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # not a number: argparse's own error
+        main([*args, "--thresholds", "0.3,x"])
+    assert exc.value.code == 2 and "--thresholds" in capsys.readouterr().err
 
 
 # One-to-one matching, on hand-made sentences (no detector: the produced boxes are the input).
@@ -132,7 +135,7 @@ MAN = Box(0.1, 0.1, 0.4, 0.9)
 
 
 def one_sentence(text: str, marked: list[tuple[str, int, int]]):
-    from grit_pipeline.benchmarks.flickr30k import Phrase, Sentence
+    from grit_pipeline.evalsets.flickr30k import Phrase, Sentence
 
     phrases = tuple(
         Phrase(pid, ("people",), start, end, text[start:end], (MAN,)) for pid, start, end in marked

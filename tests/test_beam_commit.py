@@ -15,7 +15,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from fsspec.implementations.memory import MemoryFileSystem
-from http_server import LoopbackServer, Route, jpeg_bytes
 from test_beam_output_dir import staged_run
 
 from grit_pipeline.beam_jobs import commit as commit_module
@@ -25,6 +24,7 @@ from grit_pipeline.beam_jobs.lock import LOCK, STALE_AFTER_S
 from grit_pipeline.beam_jobs.modes import prepare
 from grit_pipeline.beam_jobs.output_dir import load_manifest
 from grit_pipeline.schemas import list_shard_files
+from grit_pipeline.testing import LoopbackServer, Route, jpeg_bytes
 
 COMMON = ["--detector", "tiny-random", "--allow-network", "127.0.0.1/32", "--progress-interval", "0.2"]
 

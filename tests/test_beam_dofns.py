@@ -11,7 +11,6 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing import test_pipeline as beam_testing
 from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
-from http_server import jpeg_bytes
 
 from grit_pipeline.beam_jobs.ground import AssembleFn
 from grit_pipeline.beam_jobs.records import REJECTS, STATS, Row, StageTime
@@ -20,6 +19,7 @@ from grit_pipeline.fetch import FetchedImage
 from grit_pipeline.grounding.base import GroundingResult, ScoredBox
 from grit_pipeline.inputs import InputRow
 from grit_pipeline.locations import Box, box_to_cells, cells_to_box, parse_grounded_caption
+from grit_pipeline.testing import jpeg_bytes
 from grit_pipeline.text import TextConfig, TextStage
 
 CAPTIONS = {

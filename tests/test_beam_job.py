@@ -16,13 +16,13 @@ import logging
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from http_server import LoopbackServer, Route, bomb_png, jpeg_bytes
 from PIL import Image
 
 from grit_pipeline.beam_jobs import run
 from grit_pipeline.beam_jobs.output_dir import load_manifest
 from grit_pipeline.locations import parse_grounded_caption
 from grit_pipeline.schemas import SHARD_SCHEMA, list_shard_files, read_shard
+from grit_pipeline.testing import LoopbackServer, Route, bomb_png, jpeg_bytes
 
 # The fetch stage applies its own pixel limit; pytest resets the filter that silences Pillow's.
 pytestmark = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")

@@ -12,7 +12,6 @@ import time
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from http_server import LoopbackServer, Route, jpeg_bytes
 
 from grit_pipeline.beam_jobs import commit as commit_module
 from grit_pipeline.beam_jobs import run
@@ -21,6 +20,7 @@ from grit_pipeline.beam_jobs.modes import prepare, recover
 from grit_pipeline.beam_jobs.output_dir import OutputExistsError, RunPlan, load_manifest
 from grit_pipeline.beam_jobs.records import FileRead, StagedFile, StageTime
 from grit_pipeline.schemas import REJECTS_SCHEMA, SHARD_SCHEMA, list_shard_files, reject_row, write_table
+from grit_pipeline.testing import LoopbackServer, Route, jpeg_bytes
 
 
 def shard(key: str) -> dict:

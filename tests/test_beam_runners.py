@@ -19,7 +19,9 @@ from grit_pipeline.beam_jobs import run
 from grit_pipeline.beam_jobs.job import PreparedRun, prepare_run
 from grit_pipeline.beam_jobs.options import BEAM_ARGV, add_arguments, build_config
 from grit_pipeline.beam_jobs.output_dir import load_manifest
+from grit_pipeline.beam_jobs.runners import sdk_processes_on_this_machine, workers_on_this_machine
 from grit_pipeline.cli import main as grit_main
+from grit_pipeline.grounding.devices import usable_cores
 
 RECIPES = {
     "dataflow": [
@@ -118,6 +120,52 @@ def test_dask_runner_is_refused_in_one_line(name, real_input, tmp_path, capsys):
     assert err.startswith("grit build: error: DaskRunner cannot run this job correctly") and "\n" not in err
 
 
+PROCESS = ["--environment_type", "PROCESS", "--environment_config", "{}"]
+SPARK = ["--runner", "SparkRunner", "--spark_master_url"]
+FLINK = ["--runner", "FlinkRunner", "--flink_master"]
+PORTABLE = ["--runner", "PortableRunner", "--job_endpoint"]
+# argv -> (workers share this machine, SDK processes working at once on it), with 8 usable cores.
+LOCALITY = {
+    "in-process": ([], True, 1),
+    "multi_threading": (["--direct_running_mode", "multi_threading", "--direct_num_workers", "4"], True, 1),
+    "multi_processing": (["--direct_running_mode", "multi_processing", "--direct_num_workers", "3"], True, 3),
+    "multi_processing, 0 workers": (["--direct_running_mode", "multi_processing", "--direct_num_workers", "0"], True, 8),
+    "dotted DirectRunner": (["--runner", "apache_beam.runners.direct.DirectRunner"], True, 1),
+    "embed, EXTERNAL": ([*PORTABLE, "embed", "--environment_type", "EXTERNAL"], True, 1),
+    "embed, Docker by default": ([*PORTABLE, "embed"], False, None),
+    "job service here, LOOPBACK": ([*PORTABLE, "localhost:8099", "--environment_type", "LOOPBACK"], True, 1),
+    "job service here, PROCESS": ([*PORTABLE, "localhost:8099", *PROCESS], True, None),
+    "job service elsewhere": ([*PORTABLE, "job-host:8099", *PROCESS], False, None),
+    "Spark local[2], LOOPBACK": ([*SPARK, "local[2]"], True, 1),
+    "Spark local[4], 2 SDK processes": ([*SPARK, "local[4]", *PROCESS, "--sdk_worker_parallelism", "2"], True, 2),
+    "Spark local[2], auto SDK processes": ([*SPARK, "local[2]", *PROCESS, "--sdk_worker_parallelism", "0"], True, 2),
+    "Spark local[*], auto SDK processes": ([*SPARK, "local[*]", *PROCESS, "--sdk_worker_parallelism", "0"], True, 7),
+    "Spark local, 4 SDK processes": ([*SPARK, "local", *PROCESS, "--sdk_worker_parallelism", "4"], True, 1),
+    "Spark local-cluster": ([*SPARK, "local-cluster[2,3,1024]", *PROCESS, "--sdk_worker_parallelism", "2"], True, 4),
+    "Spark master here": ([*SPARK, "spark://localhost:7077", *PROCESS], True, None),
+    "Spark master here, Docker by default": ([*SPARK, "spark://localhost:7077"], False, None),
+    "Flink [local], LOOPBACK": ([*FLINK, "[local]"], True, 1),
+    "Flink [auto], LOOPBACK": (["--runner", "FlinkRunner"], True, 1),
+    "Flink [local], parallelism 2": ([*FLINK, "[local]", *PROCESS, "--parallelism", "2", "--sdk_worker_parallelism", "4"], True, 2),
+    "Flink [auto], auto SDK processes": ([*FLINK, "[auto]", *PROCESS, "--sdk_worker_parallelism", "0"], True, 7),
+    "Flink [local], Docker": ([*FLINK, "[local]", "--environment_type", "DOCKER"], False, None),
+    "Flink session cluster here": ([*FLINK, "127.0.0.1:8081", *PROCESS], True, None),
+    "Dataflow": (["--runner", "DataflowRunner"], False, None),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(LOCALITY))
+def test_where_the_workers_run_and_how_many_sdk_processes_share_this_machine(case, monkeypatch):
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    monkeypatch.setattr("grit_pipeline.grounding.devices.usable_cores", lambda: 8)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)  # Beam's own count for --direct_num_workers 0
+    argv, here, processes = LOCALITY[case]
+    options = PipelineOptions(argv)
+    assert workers_on_this_machine(options) is here
+    assert sdk_processes_on_this_machine(options) == processes
+
+
 def test_unknown_flags_are_errors(capsys):
     with pytest.raises(SystemExit) as info:
         grit_main(["build", "--example", "--output", "x", "--runer", "DirectRunner"])
@@ -144,10 +192,12 @@ def test_option_defaults_are_the_dataclasses(tmp_path):
 
     config = build_config(parse(["--input", "x.csv", "--output", str(tmp_path)]))
     # Only the torch pool is sized here, from the cores and local workers (worker_threads).
-    cores = os.cpu_count() or 1
-    reference = BuildConfig(inputs=("x.csv",), output=str(tmp_path), detector=DetectorConfig(threads=cores))
+    cores = usable_cores()
+    reference = BuildConfig(
+        input_paths=("x.csv",), output=str(tmp_path), detector=DetectorConfig(threads=cores)
+    )
     assert config == reference
-    assert (config.input, config.fetch, config.text) == (InputConfig(), FetchConfig(), TextConfig())
+    assert (config.input_options, config.fetch, config.text) == (InputConfig(), FetchConfig(), TextConfig())
     assert config.detector == DetectorConfig(threads=cores) and config.detector_fallback is None
 
 

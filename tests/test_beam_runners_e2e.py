@@ -24,18 +24,19 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from built_wheel import build_wheel
-from http_server import LoopbackServer, Route, jpeg_bytes
 
 from grit_pipeline.beam_jobs import clusters, run
 from grit_pipeline.beam_jobs.job_servers import ensure_job_server
 from grit_pipeline.beam_jobs.output_dir import load_manifest
 from grit_pipeline.beam_jobs.progress import LOGGER
 from grit_pipeline.schemas import list_shard_files, read_shard
+from grit_pipeline.testing import LoopbackServer, Route, jpeg_bytes
+from grit_pipeline.testing.wheel import build_wheel
 
 pytestmark = pytest.mark.runners
 
@@ -166,7 +167,8 @@ def differences(expected: list[dict], got: list[dict]) -> str:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
-    return build_wheel(tmp_path_factory.mktemp("dist"), tmp_path_factory.mktemp("source"))
+    root = Path(__file__).resolve().parents[1]
+    return build_wheel(tmp_path_factory.mktemp("dist"), tmp_path_factory.mktemp("source"), root=root)
 
 
 def sdk_workers(folder) -> list:

@@ -7,7 +7,6 @@ import io
 
 import numpy as np
 import pytest
-from http_server import LoopbackServer, Route, jpeg_bytes, png_bytes
 from PIL import Image, ImageOps
 
 from grit_pipeline.fetch import (
@@ -20,6 +19,7 @@ from grit_pipeline.fetch import (
     open_rgb,
 )
 from grit_pipeline.fetch.decode import img2dataset_module
+from grit_pipeline.testing import LoopbackServer, Route, jpeg_bytes, png_bytes
 
 LOSSLESS = {"encode_format": "png", "encode_quality": 1, "resize_mode": "no"}
 
@@ -283,7 +283,7 @@ def test_a_jpeg_cut_in_the_middle_of_its_scan_is_not_an_image(image_size):
     ],
 )
 def test_sizes_and_pixels_match_img2dataset_resizer(size, options):
-    from http_server import photo_jpeg
+    from grit_pipeline.testing import photo_jpeg
 
     data = photo_jpeg(*size)
     ours = decoded(data, **options)

@@ -7,7 +7,6 @@ import io
 import ipaddress
 
 import pytest
-from http_server import LoopbackServer, Route, bomb_png, jpeg_bytes
 from PIL import Image
 
 from grit_pipeline.fetch import (
@@ -22,6 +21,7 @@ from grit_pipeline.fetch import (
     download_with_retries,
     is_public_address,
 )
+from grit_pipeline.testing import LoopbackServer, Route, bomb_png, jpeg_bytes
 
 LOOPBACK_ONLY = ("127.0.0.1/32",)
 

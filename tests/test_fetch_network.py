@@ -21,7 +21,6 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from http_server import jpeg_bytes
 
 from grit_pipeline.fetch import (
     AddressPolicy,
@@ -37,6 +36,7 @@ from grit_pipeline.fetch import (
 )
 from grit_pipeline.fetch.politeness import HostLimiter, retry_after_s
 from grit_pipeline.fetch.urls import ParsedUrl, parse_url
+from grit_pipeline.testing import jpeg_bytes
 
 LOOPBACK_ONLY = ("127.0.0.1/32",)
 IMAGE = jpeg_bytes(64, 48)

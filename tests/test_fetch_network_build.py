@@ -7,11 +7,11 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from http_server import LoopbackServer, Route, jpeg_bytes
 
 from grit_pipeline.beam_jobs import run
 from grit_pipeline.beam_jobs.output_dir import load_manifest
 from grit_pipeline.fetch import TRANSIENT_REASONS
+from grit_pipeline.testing import LoopbackServer, Route, jpeg_bytes
 
 FULL_WIDTH = str.maketrans("0123456789.", "０１２３４５６７８９．")
 COMMON = ["--detector", "tiny-random", "--allow-network", "127.0.0.1/32", "--timeout", "10", "--retries", "1"]

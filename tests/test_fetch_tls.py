@@ -12,10 +12,10 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from http_server import jpeg_bytes
 
 from grit_pipeline.fetch import AddressPolicy, FetchConfig, FetchError, download
 from grit_pipeline.fetch.guard import Opener
+from grit_pipeline.testing import jpeg_bytes
 
 x509 = pytest.importorskip("cryptography.x509")  # only to make the certificate
 IMAGE = jpeg_bytes(40, 30)

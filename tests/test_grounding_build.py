@@ -20,7 +20,6 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
-from http_server import LoopbackServer, Route
 from PIL import Image
 
 from grit_pipeline.beam_jobs import run
@@ -32,6 +31,7 @@ from grit_pipeline.grounding import TINY_DETECTOR, DetectorConfig
 from grit_pipeline.grounding.preprocess import ImageSpec
 from grit_pipeline.inputs import InputRow
 from grit_pipeline.schemas import list_shard_files, read_shard
+from grit_pipeline.testing import LoopbackServer, Route
 from grit_pipeline.text import TextConfig, TextStage
 
 # Twelve processed shapes for the tiny detector's processor (shortest edge 96, longest 160), one

@@ -58,7 +58,7 @@ def test_table_output_and_the_reject_reason(tiny_dir, image_path, capsys):
     [
         (["--detector", "IDEA-Research/grounding-dino-tiny"], "local directory"),
         (["--detector", "/no/such/folder"], "does not exist"),
-        (["--box-threshold", "2"], "box_threshold must be in [0, 1]"),
+        (["--box-threshold", "2"], "--box-threshold must be in [0, 1], got 2.0"),
     ],
 )
 def test_errors_are_one_line_without_traceback(image_path, capsys, extra, expected):

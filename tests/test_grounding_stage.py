@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 
 import numpy as np
 import pytest
@@ -16,6 +15,7 @@ from grit_pipeline.beam_jobs.options import add_arguments, worker_threads
 from grit_pipeline.beam_jobs.records import Row
 from grit_pipeline.fetch import FetchedImage
 from grit_pipeline.grounding import TINY_DETECTOR, DetectorConfig
+from grit_pipeline.grounding.devices import usable_cores
 from grit_pipeline.grounding.preprocess import prepare_bytes
 from grit_pipeline.inputs import InputRow
 from grit_pipeline.text import ParsedCaption
@@ -73,12 +73,32 @@ def parse(argv):
 
 
 def test_thread_pools_share_the_cores_between_local_workers():
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     multi = ["--direct_running_mode", "multi_processing", "--direct_num_workers"]
     assert worker_threads(parse([])) == cores  # in-process: one worker
     assert worker_threads(parse([*multi, "2"])) == max(1, cores // 2)
     assert worker_threads(parse([*multi, str(4 * cores)])) == 1
+    assert (
+        worker_threads(parse(["--direct_running_mode", "multi_threading", "--direct_num_workers", "4"]))
+        == cores
+    )
+    assert worker_threads(parse(["--runner", "apache_beam.runners.direct.DirectRunner", *multi, "2"])) == max(
+        1, cores // 2
+    )
     assert worker_threads(parse(["--detector-threads", "3", *multi, "2"])) == 3
-    assert worker_threads(parse(["--runner", "DataflowRunner"])) == 0  # remote: torch's own default
+    assert worker_threads(parse(["--runner", "DataflowRunner"])) == 0  # remote: each worker counts its own
+
+
+def test_thread_pools_share_the_cores_on_spark_and_flink_started_here():
+    cores = usable_cores()
+    spark = ["--runner", "SparkRunner", "--spark_master_url", "local[2]"]
+    flink = ["--runner", "FlinkRunner", "--flink_master", "[local]"]
+    assert worker_threads(parse(spark)) == cores  # LOOPBACK: the SDK workers are threads of the launcher
+    assert worker_threads(parse(flink)) == cores
+    process = ["--environment_type", "PROCESS", "--environment_config", "{}", "--sdk_worker_parallelism", "2"]
+    assert worker_threads(parse([*spark, *process])) == max(1, cores // 2)
+    assert worker_threads(parse([*flink, *process, "--parallelism", "2"])) == max(1, cores // 2)
+    cluster = ["--runner", "SparkRunner", "--spark_master_url", "spark://127.0.0.1:7077", *process]
+    assert worker_threads(parse(cluster)) == 0  # how many workers a master runs is its own setting
     with pytest.raises(ValueError, match="--detector-threads must be >= 1"):
         worker_threads(parse(["--detector-threads", "0"]))

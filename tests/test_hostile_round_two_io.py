@@ -23,7 +23,6 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from fsspec.implementations.memory import MemoryFileSystem
-from http_server import LoopbackServer, Route, jpeg_bytes
 from PIL import Image
 from test_beam_output_dir import staged_run
 from test_fetch_network import IMAGE, ScriptedServer, answer, fetch, in_turn
@@ -39,6 +38,7 @@ from grit_pipeline.fetch import TRANSIENT_REASONS, FetchConfig, FetchedImage, de
 from grit_pipeline.fetch.results import FetchError
 from grit_pipeline.model.synth import SynthConfig, write_synth
 from grit_pipeline.model.train import TrainConfig, train
+from grit_pipeline.testing import LoopbackServer, Route, jpeg_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = ["--detector", "tiny-random", "--allow-network", "127.0.0.1/32", "--timeout", "10"]
@@ -232,7 +232,7 @@ def ico_holding(png_bytes: bytes, size: int) -> bytes:
 
 
 def test_ico_is_unsupported_and_never_decoded():
-    from http_server import bomb_png
+    from grit_pipeline.testing import bomb_png
 
     ico = ico_holding(bomb_png(12_000, 12_000), 0)  # the 445 kB ICO of the issue: 144 Mpx inside
     config = FetchConfig()

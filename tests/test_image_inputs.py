@@ -16,7 +16,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from http_server import LoopbackServer, Route
 from img2dataset_runs import img2dataset
 from PIL import Image
 
@@ -24,6 +23,7 @@ from grit_pipeline.beam_jobs import run
 from grit_pipeline.beam_jobs.output_dir import load_manifest
 from grit_pipeline.cli import main as grit
 from grit_pipeline.inputs import InputConfig, list_input_files, read_file
+from grit_pipeline.testing import LoopbackServer, Route
 
 COMMON = ["--detector", "tiny-random", "--allow-network", "127.0.0.1/32", "--timeout", "10"]
 COMMON += ["--retries", "0", "--progress-interval", "0"]

@@ -10,11 +10,11 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from http_server import LoopbackServer, Route, jpeg_bytes
 
 from grit_pipeline.beam_jobs import run
 from grit_pipeline.beam_jobs.output_dir import load_manifest
 from grit_pipeline.schemas import list_shard_files, read_shard
+from grit_pipeline.testing import LoopbackServer, Route, jpeg_bytes
 
 COMMON = ["--detector", "tiny-random", "--allow-network", "127.0.0.1/32", "--timeout", "10"]
 COMMON += ["--retries", "0", "--progress-interval", "0", "--keep-columns", "lic"]

@@ -8,7 +8,6 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from http_server import LoopbackServer, Route, jpeg_bytes
 from img2dataset_runs import img2dataset
 
 from grit_pipeline.inputs import (
@@ -21,6 +20,7 @@ from grit_pipeline.inputs import (
     read_retry_rows,
 )
 from grit_pipeline.schemas import REJECTS_SCHEMA, reject_row, write_table
+from grit_pipeline.testing import LoopbackServer, Route, jpeg_bytes
 
 ROWS = [
     {"url": "http://example.com/a.jpg", "caption": "a red car", "license": "cc0"},
@@ -162,14 +162,6 @@ def test_retry_rows_are_the_transient_rejects(tmp_path):
         ("k1", "http://x/1", "a cat"),
         ("k3", "http://x/3", "a cow"),
     ]
-
-
-@pytest.mark.parametrize("module", ["frames", "files", "image_files"])
-def test_doctests(module):
-    import doctest
-    import importlib
-
-    assert doctest.testmod(importlib.import_module(f"grit_pipeline.inputs.{module}")).failed == 0
 
 
 def test_rejects_are_writable_whatever_the_reader_handed_over(tmp_path):

@@ -72,6 +72,9 @@ def test_the_checker_sees_lazy_relative_and_from_imports(tmp_path):
     lazy = imports_of(ROOT / "grit_pipeline" / "commands" / "convert.py")  # imports hf_export inside run()
     assert "grit_pipeline.shards.hf_export" in lazy
     assert modules("schemas") and modules("grit_pipeline") and modules("model")
+    # The helpers tests and benchmarks share are library code too: held to the same rules.
+    testing = modules("grit_pipeline/testing")
+    assert testing and set(testing) <= set(modules("grit_pipeline"))
 
 
 def test_schemas_import_nothing_else_of_ours():

@@ -254,11 +254,3 @@ def test_parse_matches_transformers_on_its_own_example():
     )
     assert parse_grounded_caption(text) == hf.clean_text_and_extract_entities_with_bboxes(text)
     assert parse_grounded_caption(text)[0] == "An image of a snowman warming himself by a fire."
-
-
-def test_docstring_examples():
-    import doctest
-
-    import grit_pipeline.locations as module
-
-    assert doctest.testmod(module).failed == 0

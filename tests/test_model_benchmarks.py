@@ -14,8 +14,8 @@ import torch
 from benchmark_data import FLICKR_VAL_QUERIES, HEIGHT, WIDTH, write_flickr30k, write_refcoco
 from PIL import Image
 
-from grit_pipeline.benchmarks import flickr30k, refcoco
 from grit_pipeline.cli import main
+from grit_pipeline.evalsets import flickr30k, refcoco
 from grit_pipeline.locations import Box
 from grit_pipeline.model.benchmark_eval import flickr_queries
 

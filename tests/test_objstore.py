@@ -17,7 +17,6 @@ import objstores  # noqa: F401  (first: it configures gcsfs before gcsfs is impo
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from http_server import LoopbackServer, Route, jpeg_bytes
 from objstores import EMULATORS
 
 from grit_pipeline.beam_jobs import conditional, run
@@ -28,6 +27,7 @@ from grit_pipeline.beam_jobs.output_dir import load_manifest
 from grit_pipeline.cli import main
 from grit_pipeline.schemas import list_shard_files, read_shard
 from grit_pipeline.schemas.reader import read_parquet
+from grit_pipeline.testing import LoopbackServer, Route, jpeg_bytes
 
 pytestmark = [
     pytest.mark.objstore,

@@ -14,11 +14,11 @@ import io
 import cv2
 import numpy as np
 import pytest
-from http_server import photo_mosaic_jpeg
 from PIL import Image
 
 from grit_pipeline.fetch import FetchConfig, decode_image, make_resizer
 from grit_pipeline.fetch.decode import img2dataset_module
+from grit_pipeline.testing import photo_mosaic_jpeg
 
 FACTORS = (1.2, 1.5, 1.95, 2.5, 3.3, 4.7, 6.1, 8.0)
 

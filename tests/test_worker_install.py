@@ -15,16 +15,18 @@ import sys
 from pathlib import Path
 
 import pytest
-from built_wheel import ROOT, build_wheel
 
 from grit_pipeline.grounding import staging
 from grit_pipeline.grounding.tiny import cached_tiny_detector
+from grit_pipeline.testing.wheel import build_wheel
+
+ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.slow
 
 
 def test_the_install_script_puts_the_wheel_the_spacy_pipeline_and_the_weights_in_a_fresh_venv(tmp_path):
-    wheel = build_wheel(tmp_path / "dist", tmp_path / "source")
+    wheel = build_wheel(tmp_path / "dist", tmp_path / "source", root=ROOT)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
     detector = tmp_path / "detector"

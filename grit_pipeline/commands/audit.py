@@ -1,6 +1,7 @@
 """`grit audit`: box precision/recall and text-stage phrase recall of the build on Flickr30k Entities.
 
-Writes ``OUT/audit.json``, ``OUT/audit.txt`` (the table printed) and ``OUT/pr_curve.png``.
+Writes ``OUT/audit.json``, ``OUT/audit.txt`` (the table printed) and ``OUT/pr_curve.png``. The
+detector and text flags are the build's (``DetectorConfig``'s and ``TextConfig``'s declarations).
 """
 
 from __future__ import annotations
@@ -8,48 +9,64 @@ from __future__ import annotations
 import argparse
 import io
 import json
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from grit_pipeline.audit import DEFAULT_THRESHOLDS
 from grit_pipeline.errors import CommandError
+from grit_pipeline.flags import add_flags, flag, flag_error, from_flags, require_min
+from grit_pipeline.grounding.config import DetectorConfig
+from grit_pipeline.text import TextConfig
+
+SPLITS = ("train", "val", "test")
+# DetectorConfig fields without a flag here: images read from files, in this process.
+UNUSED_HERE = ("image_source", "threads")
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """What `grit audit` measures: a Flickr30k Entities split through the build's detector and text stage."""
+
+    data: str = flag(help="Flickr30k Entities folder (Sentences/, Annotations/, val.txt)")
+    images: str | None = flag(None, help="its images (default DATA/flickr30k-images)")
+    split: str = flag("val", choices=SPLITS, help="the split audited")
+    limit: int | None = flag(None, metavar="N", help="first N sentences of the split")
+    thresholds: tuple[float, ...] = flag(
+        DEFAULT_THRESHOLDS,
+        sep=",",
+        help="score thresholds of the sweep, comma-separated (default 0.05 to 0.95 in steps of 0.05); "
+        "--box-threshold joins them",
+    )
+    out: str = flag("audit", help="folder for audit.json, audit.txt, pr_curve.png")
+    detector: DetectorConfig = field(default_factory=DetectorConfig)  # the build's: its threshold is marked
+    text: TextConfig = field(default_factory=TextConfig)
+
+    def __post_init__(self) -> None:
+        if not self.thresholds or not all(0.0 <= t < 1.0 for t in self.thresholds):
+            raise flag_error(self, "thresholds", "must be numbers in [0, 1)")
+        require_min(self, limit=1)
+
+    @property
+    def sweep(self) -> tuple[float, ...]:
+        """The thresholds with the build's own, sorted."""
+        return tuple(sorted({*self.thresholds, self.detector.box_threshold}))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from grit_pipeline.grounding import DEFAULT_DETECTOR, DetectorConfig
-
-    parser.add_argument(
-        "--data", required=True, help="Flickr30k Entities folder (Sentences/, Annotations/, val.txt)"
-    )
-    parser.add_argument("--images", default=None, help="its images (default DATA/flickr30k-images)")
-    parser.add_argument("--split", default="val", choices=("train", "val", "test"))
-    parser.add_argument("--limit", type=int, default=None, help="first N sentences of the split")
-    parser.add_argument("--detector", default=DEFAULT_DETECTOR, help="as grit build --detector")
-    parser.add_argument("--detector-backend", choices=("hf", "groundingdino"), default="hf")
-    parser.add_argument(
-        "--box-threshold",
-        type=float,
-        default=DetectorConfig.box_threshold,
-        help="the build's threshold (marked)",
-    )
-    parser.add_argument("--nms-iou", type=float, default=DetectorConfig.nms_iou)
-    parser.add_argument("--detector-batch-size", type=int, default=DetectorConfig.batch_size)
-    parser.add_argument("--device", default=DetectorConfig.device)
-    parser.add_argument("--spacy-model", default=None, help="as grit build --spacy-model")
-    parser.add_argument(
-        "--thresholds", default=",".join(map(str, DEFAULT_THRESHOLDS)), help="score thresholds of the sweep"
-    )
-    parser.add_argument("--out", default="audit", help="folder for audit.json, audit.txt, pr_curve.png")
+    add_flags(parser, AuditConfig)
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    add_flags(parser.add_argument_group("grounding (as grit build's)"), DetectorConfig, skip=UNUSED_HERE)
+    add_flags(parser.add_argument_group("text (as grit build's)"), TextConfig)
 
 
-def thresholds_of(text: str, build_threshold: float) -> tuple[float, ...]:
+def audit_config(args: argparse.Namespace) -> AuditConfig:
+    """The audit's config; CommandError (one line naming the flag) on a bad value."""
     try:
-        values = {float(v) for v in text.split(",") if v.strip()}
+        return from_flags(
+            AuditConfig, args, detector=from_flags(DetectorConfig, args), text=from_flags(TextConfig, args)
+        )
     except ValueError as err:
-        raise ValueError(f"--thresholds takes comma-separated numbers, got {text!r}") from err
-    if not values or not all(0.0 <= v < 1.0 for v in values):
-        raise ValueError(f"--thresholds must be numbers in [0, 1), got {text!r}")
-    return tuple(sorted(values | {build_threshold}))
+        raise CommandError(str(err)) from err
 
 
 def build_image_loader():
@@ -128,40 +145,36 @@ def plot(report: dict, build_threshold: float, path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
-
     from tqdm import tqdm
 
     from grit_pipeline.audit import audit
-    from grit_pipeline.benchmarks.flickr30k import read_split
-    from grit_pipeline.grounding import DetectorConfig, DetectorUnavailableError, load_detector
-    from grit_pipeline.text import PipelineNotFoundError, TextConfig, TextStage
+    from grit_pipeline.evalsets.flickr30k import read_split
+    from grit_pipeline.grounding import DetectorUnavailableError, load_detector
+    from grit_pipeline.text import PipelineNotFoundError, TextStage
 
+    config = audit_config(args)
+    threshold, sweep = config.detector.box_threshold, config.sweep
+    detector_config = replace(config.detector, box_threshold=min(sweep))  # one run at the sweep's lowest
     try:
-        thresholds = thresholds_of(args.thresholds, args.box_threshold)
-        sentences = read_split(args.data, args.split, args.images)[: args.limit]
+        sentences = read_split(config.data, config.split, config.images)[: config.limit]
         if not sentences:
-            raise ValueError(f"no sentences in the {args.split} split under {args.data}")
-        config = DetectorConfig(
-            model=args.detector, backend=args.detector_backend, box_threshold=min(thresholds),
-            nms_iou=args.nms_iou, batch_size=args.detector_batch_size, device=args.device,
-        )  # fmt: skip
-        text_stage = TextStage(TextConfig(spacy_model=args.spacy_model))
-        detector = load_detector(config)
+            raise ValueError(f"no sentences in the {config.split} split under {config.data}")
+        text_stage = TextStage(config.text)
+        detector = load_detector(detector_config)
         with tqdm(total=len(sentences), desc="audit", disable=args.json) as bar:
-            report = audit(sentences, text_stage, detector, config, build_image_loader(), thresholds, bar)
+            report = audit(sentences, text_stage, detector, detector_config, build_image_loader(), sweep, bar)
     except (FileNotFoundError, ValueError, OSError, DetectorUnavailableError, PipelineNotFoundError) as err:
         raise CommandError(str(err)) from err
     report = {
         **report,
-        "detector": asdict(config) | {"box_threshold_of_build": args.box_threshold},
-        "split": args.split,
+        "detector": asdict(detector_config) | {"box_threshold_of_build": threshold},
+        "split": config.split,
     }
-    out = Path(args.out)
+    out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    text = table(report, args.box_threshold)
+    text = table(report, threshold)
     (out / "audit.json").write_text(json.dumps(report, indent=2))
     (out / "audit.txt").write_text(text + "\n")
-    plot(report, args.box_threshold, out / "pr_curve.png")
+    plot(report, threshold, out / "pr_curve.png")
     print(json.dumps(report) if args.json else text)
     return 0

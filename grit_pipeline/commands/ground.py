@@ -1,4 +1,8 @@
-"""`grit ground`: the text stage plus grounding on one image; prints (or draws) each chunk's boxes."""
+"""`grit ground`: the text stage plus grounding on one image; prints (or draws) each chunk's boxes.
+
+The detector and text flags are the build's (``DetectorConfig``'s and ``TextConfig``'s declarations),
+less the build-only batching, image source and worker threads.
+"""
 
 from __future__ import annotations
 
@@ -8,28 +12,30 @@ import sys
 from pathlib import Path
 
 from grit_pipeline.errors import CommandError
+from grit_pipeline.flags import add_flags, from_flags
 from grit_pipeline.grounding.base import GroundingResult
-from grit_pipeline.grounding.config import BACKENDS, DEFAULT_DETECTOR, TINY_DETECTOR, DetectorConfig
+from grit_pipeline.grounding.config import DetectorConfig
+from grit_pipeline.text import TextConfig
 
-# Distinct outline colours, cycled per noun chunk.
+# DetectorConfig fields without a flag here: one image, read from a file, in this process.
+UNUSED_HERE = ("batch_size", "image_source", "threads")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    defaults = DetectorConfig()
     parser.add_argument("--image", required=True, type=Path, help="the image file")
     parser.add_argument("--caption", required=True, help="its caption (the detector's prompt)")
-    parser.add_argument(
-        "--detector",
-        default=DEFAULT_DETECTOR,
-        help=f"hub id or local directory (default {DEFAULT_DETECTOR}; '{TINY_DETECTOR}': tiny random model)",
-    )
-    parser.add_argument("--backend", choices=BACKENDS, default=defaults.backend)
-    parser.add_argument("--box-threshold", type=float, default=defaults.box_threshold)
-    parser.add_argument("--nms-iou", type=float, default=defaults.nms_iou)
-    parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda, cuda:N")
-    parser.add_argument("--spacy-model", default=None, help="spaCy pipeline name or path")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--out", type=Path, default=None, help="write the image with its boxes to this PNG")
+    add_flags(parser.add_argument_group("grounding"), DetectorConfig, skip=UNUSED_HERE)
+    add_flags(parser.add_argument_group("text"), TextConfig)
+
+
+def configs(args: argparse.Namespace) -> tuple[DetectorConfig, TextConfig]:
+    """The detector (one image: batches of 1) and text options; CommandError on a bad value."""
+    try:
+        return from_flags(DetectorConfig, args, batch_size=1), from_flags(TextConfig, args)
+    except ValueError as err:
+        raise CommandError(str(err)) from err
 
 
 def to_json(parsed, result: GroundingResult, size: tuple[int, int], provenance: dict) -> dict:
@@ -101,28 +107,14 @@ def _open_image(path: Path):
         raise CommandError(f"cannot read image {str(path)!r}: {err}") from err
 
 
-def _detector_config(args: argparse.Namespace) -> DetectorConfig:
-    try:
-        return DetectorConfig(
-            model=args.detector,
-            backend=args.backend,
-            box_threshold=args.box_threshold,
-            nms_iou=args.nms_iou,
-            device=args.device,
-            batch_size=1,
-        )
-    except ValueError as err:
-        raise CommandError(str(err)) from err
-
-
 def run(args: argparse.Namespace) -> int:
     from grit_pipeline.grounding import DetectorUnavailableError, GroundingRequest, load_detector
-    from grit_pipeline.text import PipelineNotFoundError, TextConfig, TextStage
+    from grit_pipeline.text import PipelineNotFoundError, TextStage
 
-    config = _detector_config(args)
+    config, text = configs(args)
     image = _open_image(args.image)
     try:
-        [parsed] = TextStage(TextConfig(spacy_model=args.spacy_model)).parse([args.caption])
+        [parsed] = TextStage(text).parse([args.caption])
     except PipelineNotFoundError as err:
         raise CommandError(str(err)) from err
     if parsed.reject_reason:

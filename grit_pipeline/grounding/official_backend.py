@@ -6,7 +6,7 @@ takes one image at a time, so this backend runs the images of a batch one by one
 ``DetectorConfig.model`` is a directory holding the official python config (``*.py``, e.g.
 ``GroundingDINO_SwinT_OGC.py``) and checkpoint (``*.pth``), or the paths joined with ``::``
 (``CONFIG.py::WEIGHTS.pth``). The package needs torchvision, which has no wheel matching this
-project's CPU torch build on every platform; when it cannot be imported the loader raises a
+project's torch 2.13.0 on every platform; when it cannot be imported the loader raises a
 one-line ``DetectorUnavailableError`` saying so.
 """
 

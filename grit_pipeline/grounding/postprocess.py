@@ -1,6 +1,6 @@
 """From one image's raw detector outputs to per-span boxes: span scores, clipping, threshold, NMS.
 
-Plain torch (no torchvision: it does not install beside this project's CPU torch). Shared by both
+Plain torch (no torchvision: it does not install beside this project's pinned torch). Shared by both
 backends, which differ only in how they produce token probabilities and boxes.
 
 Order of operations, per image:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from grit_pipeline.flags import flag, flag_error, require_choice, require_min
 from grit_pipeline.schemas.shard import IMAGE_COLUMNS  # noqa: F401  (re-exported: the image columns read)
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".parquet")
@@ -36,28 +37,45 @@ class InputError(ValueError):
 class InputConfig:
     """How to read the inputs (recorded in the run manifest)."""
 
-    url_column: str = "url"
-    caption_column: str = "caption"
-    key_column: str | None = None  # None: "key" when the input has one, else "<file stem>-<row number>"
-    keep_columns: tuple[str, ...] = ()  # extra columns copied to the shards, like img2dataset's
+    url_column: str = flag("url", help="column of image URLs")
+    caption_column: str = flag("caption", help="column of captions")
+    key_column: str | None = flag(
+        None, help="column of row keys (default: 'key' when present, else FILE_STEM-ROW)"
+    )
+    keep_columns: tuple[str, ...] = flag(
+        (), metavar="A,B", sep=",", help="input columns copied to the shards, like img2dataset's (comma list)"
+    )
     # A column of local image file paths: bytes read from there, no download. Never URLs.
-    image_path_column: str | None = None
-    image_root: str | None = None  # relative image paths resolve here; None: the table's own folder
-    input_format: str = "auto"  # auto: img2dataset when a file holds image bytes, else a url table
-    img2dataset_resize_mode: str = "auto"
+    image_path_column: str | None = flag(
+        None, help="column of local image paths to read instead of downloading (URLs there are refused)"
+    )
+    image_root: str | None = flag(
+        None,
+        metavar="DIR",
+        help="folder the --image-path-column paths are relative to (default: each table's own folder)",
+    )
+    input_format: str = flag(
+        "auto", choices=INPUT_FORMATS, help="auto: img2dataset when files hold image bytes, else url tables"
+    )
+    img2dataset_resize_mode: str = flag(
+        "auto",
+        choices=IMG2DATASET_RESIZE_MODES,
+        help="how img2dataset resized the inputs (it does not record it); auto rejects square images "
+        "of non-square originals, which border and center_crop both make",
+    )
     batch_rows: int = 1024  # Parquet rows read at a time
     # Longest text value a row may hold. Captions are limited far lower by the text stage; this
     # bounds pass-through values and broken quoting that swallows the rest of a CSV into one field.
     max_field_chars: int = 1 << 20
 
     def __post_init__(self) -> None:
-        if self.input_format not in INPUT_FORMATS:
-            raise InputError(f"input format must be one of {INPUT_FORMATS}, got {self.input_format!r}")
-        if self.img2dataset_resize_mode not in IMG2DATASET_RESIZE_MODES:
-            raise InputError(
-                f"img2dataset resize mode must be one of {IMG2DATASET_RESIZE_MODES}, "
-                f"got {self.img2dataset_resize_mode!r}"
-            )
+        require_choice(
+            self, InputError, input_format=INPUT_FORMATS, img2dataset_resize_mode=IMG2DATASET_RESIZE_MODES
+        )
+        for name in ("url_column", "caption_column"):
+            if not getattr(self, name):
+                raise flag_error(self, name, "must name a column", InputError)
+        require_min(self, InputError, batch_rows=1, max_field_chars=1)
 
 
 @dataclass(frozen=True)

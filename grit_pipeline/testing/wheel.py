@@ -1,4 +1,4 @@
-"""The project's wheel, built from a copy of the checkout (an in-place build would reuse ./build).
+"""The project's wheel, built from a copy of a checkout (an in-place build would reuse its ./build).
 
 pip builds it in an isolated environment with the build requirements pyproject.toml names
 (setuptools>=68 and wheel, fetched from PyPI), as a user's `pip wheel .` would.
@@ -11,19 +11,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
 
-
-def build_wheel(out: Path, source: Path, *, isolated: bool = True) -> Path:
-    """The wheel of the tracked and untracked-but-not-ignored files, written into ``out``
-    (``isolated=False``: with this environment's setuptools, no build requirements fetched)."""
+def build_wheel(out: Path, source: Path, *, root: Path, isolated: bool = True) -> Path:
+    """The wheel of checkout ``root``'s tracked and untracked-but-not-ignored files, copied into
+    ``source`` and written into ``out`` (``isolated=False``: with this environment's setuptools, no
+    build requirements fetched)."""
     listed = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=root, capture_output=True, text=True, check=True
     )
     for name in listed.stdout.splitlines():
-        if (ROOT / name).is_file():
+        if (root / name).is_file():
             (source / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, source / name)
+            shutil.copy2(root / name, source / name)
     command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out)]
     command += [] if isolated else ["--no-build-isolation"]
     subprocess.run([*command, str(source)], check=True, capture_output=True)
