@@ -43,7 +43,7 @@ class BuildConfig:
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     # Used instead of ``detector`` when that cannot be loaded on the launching machine: the same
     # options with another model (the flag names the model).
-    detector_fallback: DetectorConfig | None = flag(  # noqa: RUF009  (flag returns a dataclasses.field)
+    detector_fallback: DetectorConfig | None = flag(
         None,
         type=str,
         metavar="ID_OR_DIR",

@@ -7,14 +7,8 @@ import json
 import sys
 
 from grit_pipeline.errors import CommandError
-from grit_pipeline.text import (
-    MAX_CAPTION_CHARS,
-    CharSpan,
-    ParsedCaption,
-    PipelineNotFoundError,
-    TextConfig,
-    TextStage,
-)
+from grit_pipeline.flags import add_flags, from_flags
+from grit_pipeline.text import CharSpan, ParsedCaption, PipelineNotFoundError, TextConfig, TextStage
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,18 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "captions", nargs="+", metavar="CAPTION", help="captions to parse ('-' reads lines from stdin)"
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per caption and line")
-    parser.add_argument(
-        "--spacy-model",
-        default=None,
-        help="installed pipeline name or path (default: en_core_web_sm, else its repackage)",
-    )
-
-    parser.add_argument(
-        "--max-caption-chars",
-        type=int,
-        default=MAX_CAPTION_CHARS,
-        help=f"longer captions are rejected as caption_too_long (default {MAX_CAPTION_CHARS})",
-    )
+    add_flags(parser, TextConfig)
 
 
 def _span(caption: str, span: CharSpan) -> dict:
@@ -84,8 +67,8 @@ def to_table(parsed: ParsedCaption) -> str:
 def run(args: argparse.Namespace) -> int:
     captions = [line.rstrip("\n") for line in sys.stdin] if args.captions == ["-"] else args.captions
     try:
-        stage = TextStage(TextConfig(spacy_model=args.spacy_model, max_caption_chars=args.max_caption_chars))
-    except PipelineNotFoundError as err:
+        stage = TextStage(from_flags(TextConfig, args))
+    except (PipelineNotFoundError, ValueError) as err:  # ValueError: the config's one-line checks
         raise CommandError(str(err)) from err
     for parsed in stage.parse(captions):
         print(json.dumps(to_json(parsed), ensure_ascii=False) if args.json else to_table(parsed))
