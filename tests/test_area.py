@@ -76,3 +76,13 @@ def test_the_weights_of_every_output_sum_to_one():
 def test_growing_a_side_is_refused(size, extent):
     with pytest.raises(ValueError, match="not a reduction"):
         area_reduce(np.zeros((4, 8, 3), np.uint8), size, extent)
+
+
+def test_threads_at_once_each_get_their_own_scratch():
+    from concurrent.futures import ThreadPoolExecutor
+
+    images = [photo_like(300 + 7 * i, 200 + 5 * i, seed=i) for i in range(16)]
+    alone = [area_reduce(image, (97, 61)) for image in images]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda image: area_reduce(image, (97, 61)), images * 4))
+    assert all(np.array_equal(a, b) for a, b in zip(alone * 4, together))

@@ -5,8 +5,9 @@ source pixels that the picture covers (a reduced-scale JPEG decode pads its last
 picture may end inside the last row or column). Out: a ``(height, width, c)`` uint8 array where each
 pixel is the mean of the source area it covers, partial source pixels weighted by the part covered,
 rounded to nearest: what OpenCV's ``INTER_AREA`` computes for a whole extent, here also for a
-fractional one, and about twice as fast on photos (one pass down the rows, one along them, compiled
-by numba; ``benchmarks/fetch.py`` measures the stage).
+fractional one, and 2x to 6x as fast on one core. Both passes are the same vectorised sum of rows
+(compiled by numba): down the rows, then, after an OpenCV transpose, down the columns; the float
+scratch they share is reused, since fresh megabyte arrays cost page faults.
 
 >>> import numpy as np
 >>> area_reduce(np.array([[[0], [10], [20], [30]]], np.uint8), (2, 1)).ravel().tolist()
@@ -17,10 +18,18 @@ by numba; ``benchmarks/fetch.py`` measures the stage).
 
 from __future__ import annotations
 
+import queue
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 
+import cv2
 import numpy as np
 from numba import njit
+
+# Float32 scratch buffers, one per call in flight, kept for the next call unless larger than this.
+_SCRATCH: queue.SimpleQueue = queue.SimpleQueue()
+_SCRATCH_KEPT_FLOATS = 1 << 24  # 64 MB
 
 
 @lru_cache(maxsize=512)  # photos come in few sizes; the tables are read-only
@@ -50,18 +59,40 @@ def area_taps(n_src: int, n_out: int, extent: float) -> tuple[np.ndarray, np.nda
 def area_reduce(
     rgb: np.ndarray, size: tuple[int, int], extent: tuple[float, float] | None = None
 ) -> np.ndarray:
-    """``rgb`` (``(h, w)`` or ``(h, w, c)`` uint8) reduced to ``size`` (width, height) by exact area
-    average over ``extent`` (width, height; default the whole array). Raises ValueError when a
-    side would grow."""
+    """``rgb`` (``(h, w)`` or ``(h, w, c)`` uint8, c <= 4) reduced to ``size`` (width, height) by
+    exact area average over ``extent`` (width, height; default the whole array). Raises ValueError
+    when a side would grow."""
     squeeze = rgb.ndim == 2
     src = np.ascontiguousarray(rgb[:, :, None] if squeeze else rgb, dtype=np.uint8)
-    height, width = src.shape[:2]
-    extent = extent or (width, height)
-    x_start, x_weights = area_taps(width, size[0], float(extent[0]))
-    y_start, y_weights = area_taps(height, size[1], float(extent[1]))
-    out = np.empty((size[1], size[0], src.shape[2]), np.uint8)
-    _reduce(src, y_start, y_weights, x_start, x_weights, out)
+    height, width, channels = src.shape
+    (out_width, out_height), extent = size, extent or (width, height)
+    x_start, x_weights = area_taps(width, out_width, float(extent[0]))
+    y_start, y_weights = area_taps(height, out_height, float(extent[1]))
+    floats = out_height * width * channels
+    with _scratch(2 * floats) as scratch:
+        rows = scratch[:floats].reshape(out_height, width * channels)
+        _sum_rows(src.reshape(height, width * channels), y_start, y_weights, rows)
+        columns = cv2.transpose(rows.reshape(out_height, width, channels), scratch[floats:])
+        out = np.empty((out_width, out_height * channels), np.uint8)
+        _sum_rows_rounded(columns.reshape(width, out_height * channels), x_start, x_weights, out)
+    out = cv2.transpose(out.reshape(out_width, out_height, channels)).reshape(out_height, out_width, channels)
     return out[:, :, 0] if squeeze else out
+
+
+@contextmanager
+def _scratch(floats: int) -> Iterator[np.ndarray]:
+    """A float32 buffer of ``floats``, reused across calls (threads each take their own)."""
+    try:
+        buffer = _SCRATCH.get_nowait()
+    except queue.Empty:
+        buffer = np.empty(0, np.float32)
+    if buffer.size < floats:
+        buffer = np.empty(floats, np.float32)
+    try:
+        yield buffer[:floats]
+    finally:
+        if buffer.size <= _SCRATCH_KEPT_FLOATS:
+            _SCRATCH.put(buffer)
 
 
 def load_kernel() -> None:
@@ -80,40 +111,32 @@ def _compiled(function):
 
 
 @_compiled
-def _reduce(src, y_start, y_weights, x_start, x_weights, out):  # pragma: no cover (compiled)
-    height, width, channels = src.shape
-    rows = src.reshape(height, width * channels)
-    x_taps = x_weights.shape[1]
-    # One output row's vertical mean of the source rows, zero-padded so every horizontal tap reads.
-    line = np.zeros((width + x_taps) * channels, np.float32)
-    for oy in range(out.shape[0]):
-        line[:] = 0
-        for k in range(y_weights.shape[1]):
-            weight = y_weights[oy, k]
-            y = y_start[oy] + k
-            if weight == 0 or y >= height:
-                continue
-            row = rows[y]
-            for i in range(width * channels):
-                line[i] += weight * np.float32(row[i])
-        for ox in range(out.shape[1]):
-            base = x_start[ox] * channels
-            if channels == 3:
-                r = np.float32(0)
-                g = np.float32(0)
-                b = np.float32(0)
-                for k in range(x_taps):
-                    weight = x_weights[ox, k]
-                    at = base + 3 * k
-                    r += weight * line[at]
-                    g += weight * line[at + 1]
-                    b += weight * line[at + 2]
-                out[oy, ox, 0] = min(max(int(r + 0.5), 0), 255)
-                out[oy, ox, 1] = min(max(int(g + 0.5), 0), 255)
-                out[oy, ox, 2] = min(max(int(b + 0.5), 0), 255)
-            else:
-                for c in range(channels):
-                    acc = np.float32(0)
-                    for k in range(x_taps):
-                        acc += x_weights[ox, k] * line[base + channels * k + c]
-                    out[oy, ox, c] = min(max(int(acc + 0.5), 0), 255)
+def _row_sum(rows, starts, weights, o, line):  # pragma: no cover (compiled)
+    """``line = sum_k weights[o, k] * rows[starts[o] + k]`` (rows past the end weigh 0, unread)."""
+    line[:] = 0
+    for k in range(weights.shape[1]):
+        weight = weights[o, k]
+        row = starts[o] + k
+        if weight == 0 or row >= rows.shape[0]:
+            continue
+        source = rows[row]
+        for i in range(line.size):
+            line[i] += weight * np.float32(source[i])
+
+
+@_compiled
+def _sum_rows(rows, starts, weights, out):  # pragma: no cover (compiled)
+    """Each ``out[o]`` (float32) the weighted sum of its rows (``_row_sum``)."""
+    for o in range(out.shape[0]):
+        _row_sum(rows, starts, weights, o, out[o])
+
+
+@_compiled
+def _sum_rows_rounded(rows, starts, weights, out):  # pragma: no cover (compiled)
+    """Each ``out[o]`` (uint8) the weighted sum of its rows, rounded to nearest."""
+    line = np.empty(out.shape[1], np.float32)
+    for o in range(out.shape[0]):
+        _row_sum(rows, starts, weights, o, line)
+        target = out[o]
+        for i in range(line.size):
+            target[i] = min(max(int(line[i] + 0.5), 0), 255)
