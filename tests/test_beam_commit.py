@@ -231,7 +231,9 @@ def test_the_manifest_records_seconds_per_stage_and_grounding_speed(tmp_path):
     timings = load_manifest(str(out))["runs"][0]["timings"]
     assert set(timings["stage_busy_s"]) >= {"read", "parse", "fetch", "ground", "assemble", "write"}
     assert timings["stage_rows"]["ground"] == 5
-    assert timings["ground_images_per_s"] == pytest.approx(5 / timings["stage_busy_s"]["ground"], rel=0.01)
+    busy = timings["stage_busy_s"]["ground"]  # rounded to the millisecond: tens of them here
+    assert busy > 0.002
+    assert 5 / (busy + 5e-4) - 1e-3 <= timings["ground_images_per_s"] <= 5 / (busy - 5e-4) + 1e-3
 
 
 class FailingWritesFileSystem(MemoryFileSystem):
