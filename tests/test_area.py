@@ -86,3 +86,22 @@ def test_threads_at_once_each_get_their_own_scratch():
     with ThreadPoolExecutor(8) as pool:
         together = list(pool.map(lambda image: area_reduce(image, (97, 61)), images * 4))
     assert all(np.array_equal(a, b) for a, b in zip(alone * 4, together))
+
+
+def test_both_passes_write_into_the_reused_scratch(monkeypatch):
+    # OpenCV silently allocates a new array when its dst does not match; the scratch then saves nothing.
+    import queue
+
+    import grit_pipeline.fetch.area as area
+
+    monkeypatch.setattr(area, "_SCRATCH", queue.SimpleQueue())
+    written = []
+    transpose = area.cv2.transpose
+    monkeypatch.setattr(
+        area.cv2, "transpose", lambda src, dst=None: written.append(dst) or transpose(src, dst)
+    )
+    image = photo_like(120, 90)
+    reference = cv2.resize(image, (60, 45), interpolation=cv2.INTER_AREA)
+    assert np.abs(area_reduce(image, (60, 45)).astype(int) - reference).max() <= 1
+    kept = area._SCRATCH.get_nowait()  # the buffer that call used, kept for the next
+    assert written[0] is not None and np.shares_memory(written[0], kept)

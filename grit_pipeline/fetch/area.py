@@ -72,7 +72,8 @@ def area_reduce(
     with _scratch(2 * floats) as scratch:
         rows = scratch[:floats].reshape(out_height, width * channels)
         _sum_rows(src.reshape(height, width * channels), y_start, y_weights, rows)
-        columns = cv2.transpose(rows.reshape(out_height, width, channels), scratch[floats:])
+        columns = scratch[floats:].reshape(width, out_height, channels)
+        cv2.transpose(rows.reshape(out_height, width, channels), columns)  # in place: same shape and type
         out = np.empty((out_width, out_height * channels), np.uint8)
         _sum_rows_rounded(columns.reshape(width, out_height * channels), x_start, x_weights, out)
     out = cv2.transpose(out.reshape(out_width, out_height, channels)).reshape(out_height, out_width, channels)
