@@ -90,11 +90,10 @@ def test_threads_at_once_each_get_their_own_scratch():
 
 def test_both_passes_write_into_the_reused_scratch(monkeypatch):
     # OpenCV silently allocates a new array when its dst does not match; the scratch then saves nothing.
-    import queue
-
     import grit_pipeline.fetch.area as area
+    from grit_pipeline.fetch.scratch import ScratchPool
 
-    monkeypatch.setattr(area, "_SCRATCH", queue.SimpleQueue())
+    monkeypatch.setattr(area, "_SCRATCH", ScratchPool(np.uint16, kept_bytes=1 << 20))
     written = []
     transpose = area.cv2.transpose
     monkeypatch.setattr(
@@ -103,5 +102,5 @@ def test_both_passes_write_into_the_reused_scratch(monkeypatch):
     image = photo_like(120, 90)
     reference = cv2.resize(image, (60, 45), interpolation=cv2.INTER_AREA)
     assert np.abs(area_reduce(image, (60, 45)).astype(int) - reference).max() <= 1
-    kept = area._SCRATCH.get_nowait()  # the buffer that call used, kept for the next
+    kept = area._SCRATCH._free.get_nowait()  # the buffer that call used, kept for the next
     assert np.shares_memory(written[0], kept)  # what OpenCV wrote into, not a copy it made

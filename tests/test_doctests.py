@@ -25,6 +25,7 @@ ROOTS = ("grit_pipeline", "grit_pipeline.model", "grit_pipeline.beam_jobs", "gri
 WITH_EXAMPLES = (
     "grit_pipeline.evalsets.flickr30k",
     "grit_pipeline.fetch.area",
+    "grit_pipeline.fetch.scratch",
     "grit_pipeline.evalsets.intervals",
     "grit_pipeline.grounding",
     "grit_pipeline.grounding.devices",

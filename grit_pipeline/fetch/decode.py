@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
+import simplejpeg
 from PIL import Image, UnidentifiedImageError
 
 from grit_pipeline.fetch import pixels
@@ -28,6 +29,7 @@ from grit_pipeline.fetch.config import FetchConfig
 from grit_pipeline.fetch.formats import open_header
 from grit_pipeline.fetch.resize import STORED_DCT_GAP, ResizePolicy, dct_scale, resample
 from grit_pipeline.fetch.results import FetchedImage, FetchError, FetchFailure
+from grit_pipeline.fetch.scratch import ScratchPool
 
 # Stored bytes in these JPEG modes are what every reader decodes the same way; CMYK is not.
 _KEEPABLE_MODES = frozenset({"L", "RGB"})
@@ -38,6 +40,9 @@ _CV2_REDUCED = {
     4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
     8: cv2.IMREAD_REDUCED_GRAYSCALE_8,
 }
+
+# The decoded picture of each resize in flight, kept for the next unless larger than 64 MB (6 Mpx).
+_DECODED = ScratchPool(np.uint8, kept_bytes=64 << 20)
 
 # For readers of bytes already checked by the fetch stage: no shape limits (Pillow's bomb check stays).
 _NO_LIMITS = FetchConfig(max_pixels=2**62, min_side_px=1, max_aspect_ratio=float("inf"))
@@ -118,21 +123,37 @@ def check_header(data: bytes, max_pixels: int) -> tuple[int, int]:
 
 
 def load_rgb(data: bytes, header: Header, target: tuple[int, int] | None) -> np.ndarray:
-    """Decode once: an ``(h, w, 3)`` RGB array in the displayed frame, at ``target`` if given."""
-    stored_target = target and pixels.displayed_size(target, header.orientation)  # an involution
-    jpeg = stored_target and header.format == "JPEG"
-    scale = dct_scale(header.stored_size, stored_target, STORED_DCT_GAP) if jpeg else 1
-    rgb = decode_rgb(data, header, scale)
-    if stored_target:
-        extent = (header.stored_size[0] / scale, header.stored_size[1] / scale)
-        rgb = resample(rgb, stored_target, extent)  # before turning: fewer pixels to move
+    """Decode once: an ``(h, w, 3)`` RGB array in the displayed frame, at ``target`` if given.
+
+    When resized, the decoded picture is only read by the resampler, so it is decoded into a buffer
+    reused across images (``scratch``); what is returned never shares memory with that buffer."""
+    if not target:
+        return pixels.to_displayed_frame(decode_rgb(data, header), header.orientation)
+    stored_target = pixels.displayed_size(target, header.orientation)  # an involution
+    scale = dct_scale(header.stored_size, stored_target, STORED_DCT_GAP) if header.format == "JPEG" else 1
+    width, height = header.stored_size
+    with _DECODED.take(-(-width // scale) * -(-height // scale) * 3) as buffer:
+        rgb = decode_rgb(data, header, scale, buffer)
+        rgb = resample(rgb, stored_target, (width / scale, height / scale))  # before turning: fewer pixels
+        if np.may_share_memory(rgb, buffer):  # resample had nothing to do
+            rgb = rgb.copy()
     return pixels.to_displayed_frame(rgb, header.orientation)
 
 
-def decode_rgb(data: bytes, header: Header, scale: int = 1) -> np.ndarray:
-    """The stored frame's pixels as 8-bit RGB; a JPEG at 1/``scale`` of its size (DCT scaling)."""
+def decode_rgb(data: bytes, header: Header, scale: int = 1, buffer: np.ndarray | None = None) -> np.ndarray:
+    """The stored frame's pixels as 8-bit RGB; a JPEG at 1/``scale`` of its size (DCT scaling).
+
+    A complete grey or RGB JPEG is decoded by libjpeg-turbo through simplejpeg (the GIL released),
+    into ``buffer`` when one is given (then the array returned is a view of it), OpenCV taking what
+    simplejpeg's TurboJPEG API refuses; the same pixels OpenCV's ``imdecode`` gives. The rest goes
+    through Pillow."""
     if header.format == "JPEG" and header.mode in _KEEPABLE_MODES and _ends_complete(data):
-        # The common case, all in OpenCV (no GIL, no copy between libraries). Orientation is ours.
+        width, height = header.stored_size
+        sizes = {"min_width": -(-width // scale), "min_height": -(-height // scale)} if scale > 1 else {}
+        try:  # orientation is ours: libjpeg-turbo never reads EXIF
+            return simplejpeg.decode_jpeg(data, "RGB", min_factor=scale, buffer=buffer, strict=False, **sizes)
+        except ValueError:
+            pass
         flags = cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION | _CV2_REDUCED[scale]
         rgb = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
         if rgb is None:
