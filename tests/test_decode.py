@@ -315,3 +315,67 @@ def test_img2dataset_original_size_is_turned_into_the_displayed_frame():
     result = decode_image(data, config, make_resizer(config), original_size=(640, 960))
     assert (result.width, result.height) == (960, 640)
     assert (result.image_width, result.image_height) == (96, 64)
+
+
+# ---- the JPEG decoder (simplejpeg) against OpenCV's
+
+
+def _noisy_jpeg(width: int, height: int, mode: str = "RGB", subsampling: int = 2, seed: int = 0) -> bytes:
+    rng = np.random.default_rng([width, height, seed])
+    pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels).convert(mode)
+    return encoded(image, "JPEG", quality=90, subsampling=subsampling)
+
+
+@pytest.mark.parametrize("scale", [1, 2, 4, 8])
+@pytest.mark.parametrize(("size", "mode"), [((1001, 667), "RGB"), ((375, 500), "RGB"), ((333, 250), "L")])
+def test_jpegs_decode_to_the_pixels_opencv_gives_at_every_dct_scale(scale, size, mode):
+    import cv2
+
+    from grit_pipeline.fetch.decode import _CV2_REDUCED, decode_rgb, read_header
+
+    data = _noisy_jpeg(*size, mode)
+    header = read_header(data, FetchConfig())
+    flags = cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION | _CV2_REDUCED[scale]
+    theirs = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    pool = np.empty(theirs.size + 100, np.uint8)
+    ours = decode_rgb(data, header, scale, pool)
+    assert ours.shape == theirs.shape == (-(-size[1] // scale), -(-size[0] // scale), 3)
+    assert np.array_equal(ours, theirs)
+    assert np.shares_memory(ours, pool)  # decoded into the buffer given, not a fresh array
+
+
+def test_a_jpeg_turbojpeg_refuses_is_decoded_by_opencv():
+    # Chroma sampled finer than luma (2x2 against 1x1) is legal JPEG that TurboJPEG cannot name a
+    # subsampling for; libjpeg's own API (OpenCV's) decodes it.
+    import cv2
+    import simplejpeg
+
+    from grit_pipeline.fetch.decode import decode_rgb, read_header
+
+    data = bytearray(_noisy_jpeg(64, 48, subsampling=0))
+    sof = data.find(b"\xff\xc0")
+    data[sof + 10 + 3 + 1] = data[sof + 10 + 6 + 1] = 0x22  # components 2 and 3: H=2, V=2
+    data = bytes(data)
+    with pytest.raises(ValueError, match="subsampling"):
+        simplejpeg.decode_jpeg(data, "RGB", strict=False)
+    ours = decode_rgb(data, read_header(data, FetchConfig()))
+    theirs = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION)
+    assert np.array_equal(ours, theirs)
+
+
+def test_what_load_rgb_returns_never_shares_the_reused_buffer():
+    # A resize to the size the picture already has returns the decoded array itself: it must be a
+    # copy, or the next image decoded into the buffer would overwrite a stored result.
+    from grit_pipeline.fetch import decode
+
+    first_data, second_data = (_noisy_jpeg(256, 192, seed=seed) for seed in (1, 2))
+    header = decode.read_header(first_data, FetchConfig())
+    first = decode.load_rgb(first_data, header, (256, 192))
+    kept = first.copy()
+    second = decode.load_rgb(second_data, header, (256, 192))  # decoded into the same buffer
+    assert not np.array_equal(first, second)
+    assert np.array_equal(first, kept)
+    taken = decode._DECODED._free.get_nowait()
+    assert not np.may_share_memory(first, taken) and not np.may_share_memory(second, taken)
+    decode._DECODED._free.put(taken)
