@@ -182,8 +182,8 @@ class ParseCaptions(beam.PTransform):
 class FetchFn(TimedDoFn):
     """Rows -> rows with their image downloaded, checked and resized; failures to rejects.
 
-    Downloads and decoding run in a thread pool while the bundle goes on; what is still in
-    flight at the end of the bundle is waited for in ``finish_bundle``.
+    Downloads (a thread pool) and decoding (a thread per core) run while the bundle goes on; what
+    is still in flight at the end of the bundle is waited for in ``finish_bundle``.
     """
 
     stage = "fetch"

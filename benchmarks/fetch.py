@@ -7,7 +7,8 @@ both sides decode, resize to 256 on the shortest side and re-encode at quality 9
 the same thread count and one process:
 
 * ours:        ``Fetcher.fetch_all`` (guarded opener, retries, header checks, our decode path) in a
-               fresh process; its time excludes start-up too;
+               fresh process, T download threads and one decode thread per core beside them; its
+               time excludes start-up too;
 * img2dataset: ``img2dataset --url_list ... --processes_count 1 --thread_count T`` with
                ``--resize_mode keep_ratio --image_size 256``; its time is the download phase it
                reports in its own ``*_stats.json`` (start-up excluded, which favours it).

@@ -67,7 +67,7 @@ def inject_fetch(monkeypatch):
     from grit_pipeline.fetch import pool
 
     monkeypatch.setattr(
-        pool, "fetch_one", raising(pool.fetch_one, lambda a, k: a[0].endswith(f"/{POISON}.jpg"))
+        pool, "download_one", raising(pool.download_one, lambda a, k: a[0].endswith(f"/{POISON}.jpg"))
     )
 
 

@@ -199,3 +199,61 @@ def test_many_urls_in_flight_all_come_back(server):
         fetcher.close()
     assert sorted(results) == list(range(40))
     assert [results[i].width for i in range(40)] == [32 + i for i in range(40)]
+
+
+@pytest.mark.timeout(60)  # a row lost to the exception would leave drain() waiting for ever
+def test_decodes_run_on_one_thread_per_core_and_a_surprise_is_that_rows_failure(server, monkeypatch):
+    import os
+    import threading
+
+    from grit_pipeline.fetch import pool
+
+    threads, decode_one = set(), pool.decode_one
+
+    def recording(data, *args):
+        threads.add(threading.current_thread().name)
+        if len(data) % 7 == 0:  # some rows: a bug nothing expected
+            raise RuntimeError("surprise")
+        return decode_one(data, *args)
+
+    monkeypatch.setattr(pool, "decode_one", recording)
+    bodies = [jpeg_bytes(40 + i, 30) for i in range(30)]
+    urls = [server.add(f"/threads/{i}.jpg", Route(body)) for i, body in enumerate(bodies)]
+    fetcher = Fetcher(FetchConfig(allowed_networks=LOOPBACK_ONLY, thread_count=8))
+    try:
+        results = dict(fetcher.fetch_all(enumerate(urls)))
+        for i, body in enumerate(bodies[:3]):
+            results.update(fetcher.submit_bytes(len(urls) + i, body))
+        results.update(fetcher.drain())
+    finally:
+        fetcher.close()
+    assert sorted(results) == list(range(33))  # every row back, none lost to the exception
+    surprised = {i for i, body in enumerate(bodies + bodies[:3]) if len(body) % 7 == 0}
+    assert surprised and len(surprised) < 33
+    for i, result in results.items():
+        if i in surprised:
+            assert result.reason == "unexpected_error" and "surprise" in result.error, result
+        else:
+            assert isinstance(result, FetchedImage) and result.width == 40 + i % 30
+    cores = len(os.sched_getaffinity(0))
+    assert threads and threads <= {f"grit-decode_{n}" for n in range(cores)}
+
+
+def test_a_fetcher_dropped_without_close_stops_its_decode_threads():
+    import gc
+    import threading
+
+    def decoders():
+        return [t for t in threading.enumerate() if t.name.startswith("grit-decode")]
+
+    before = len(decoders())
+    fetcher = Fetcher(FetchConfig(allowed_networks=LOOPBACK_ONLY))
+    [(_, result)] = fetcher.submit_bytes("k", jpeg_bytes()) + fetcher.drain()
+    assert isinstance(result, FetchedImage)
+    assert len(decoders()) > before
+    fetcher._pool.shutdown()  # only the decode threads are left to the Fetcher's finaliser
+    del fetcher, result
+    gc.collect()
+    for thread in decoders()[before:]:
+        thread.join(timeout=5)
+    assert len(decoders()) == before

@@ -20,7 +20,8 @@ area-average pixels, with a decode at reduced DCT scale where that costs nothing
 Modules: ``config`` (options), ``results`` (what comes out), ``urls`` (one URL parser), ``guard``
 (addresses), ``deadline`` (one time limit over every socket read), ``politeness`` (per-host limits,
 Retry-After), ``download`` (one URL, retries), ``decode`` (bytes -> image), ``pixels`` (modes,
-orientation), ``resize`` (sizes, resampling, encoding), ``pool`` (the ``Fetcher`` thread pool).
+orientation), ``resize`` (sizes, resampling, encoding), ``area`` (the exact area average),
+``scratch`` (reused buffers), ``pool`` (the ``Fetcher``: download threads, one decode thread per core).
 """
 
 from grit_pipeline.fetch.config import BOX_SAFE_RESIZE_MODES, TRANSIENT_REASONS, FetchConfig

@@ -229,12 +229,10 @@ def open_rgb(data: bytes, min_side: int | None = None) -> Image.Image:
 
 
 def decode_one(
-    data: bytes, config: FetchConfig, resizer: ResizePolicy, slots, original_size=None
+    data: bytes, config: FetchConfig, resizer: ResizePolicy, original_size=None
 ) -> FetchedImage | FetchFailure:
-    """``decode`` with at most ``slots`` decodes at once: one per core, the rest of the threads wait
-    on the network rather than contending for the GIL."""
+    """``decode_image`` with its failure as a value (what ``Fetcher``'s decode threads hand on)."""
     try:
-        with slots:
-            return decode_image(data, config, resizer, original_size)
+        return decode_image(data, config, resizer, original_size)
     except FetchError as err:
         return err.failure

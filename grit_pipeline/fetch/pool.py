@@ -1,11 +1,22 @@
-"""``Fetcher``: downloads and decodes in a thread pool per worker process, with bounded work in flight."""
+"""``Fetcher``: downloads in a thread pool, decodes on one thread per core, with bounded work in flight.
+
+In: URLs, bytes already downloaded, or local files, each with a tag. Out: ``(tag, FetchedImage |
+FetchFailure)`` pairs as they finish. Download threads (``thread_count``) spend their time waiting
+on the network; each puts the bytes it got on a queue that the decode threads, one per core this
+process may run on, empty (OpenCV, libjpeg-turbo and the numba kernel release the GIL). A decode
+thread that finishes an image takes the next one at once, where a semaphore over decodes run in
+the download threads handed each slot to a sleeping thread: on 2 cores with 16 download threads that
+left a slot idle 11% of the time and the CPU 20% (530 against 630 web-size JPEGs a second on
+loopback, ``benchmarks/fetch.py``'s server).
+"""
 
 from __future__ import annotations
 
 import os
 import queue
 import threading
-from collections.abc import Iterable
+import weakref
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,28 +29,48 @@ from grit_pipeline.fetch.results import FetchedImage, FetchError, FetchFailure
 from grit_pipeline.schemas.rejects import UNEXPECTED_ERROR, error_text
 
 
-def read_one(source, config: FetchConfig, resizer, slots) -> FetchedImage | FetchFailure:
-    """Read a local file (anything with ``read(max_bytes) -> bytes``, e.g. ``inputs.ImageFile``),
-    capped by ``config.max_bytes``, then check and decode it."""
+def download_one(url: str, config: FetchConfig, opener) -> bytes | FetchFailure:
+    """The bytes at ``url`` (with retries), or the failure as a value."""
     try:
-        data = source.read(config.max_bytes)
+        return download_with_retries(url, config, opener)
     except FetchError as err:
         return err.failure
-    return decode_one(data, config, resizer, slots)
 
 
-def fetch_one(url: str, config: FetchConfig, opener, resizer, slots) -> FetchedImage | FetchFailure:
-    """Download (with retries), check and decode one URL; failures come back as values."""
+def read_one(source, config: FetchConfig) -> bytes | FetchFailure:
+    """A local file's bytes (anything with ``read(max_bytes) -> bytes``, e.g. ``inputs.ImageFile``),
+    capped by ``config.max_bytes``, or the failure as a value."""
     try:
-        data = download_with_retries(url, config, opener)
+        return source.read(config.max_bytes)
     except FetchError as err:
         return err.failure
-    return decode_one(data, config, resizer, slots)
 
 
-@dataclass  # not frozen: it owns a thread pool
+def fetch_one(url: str, config: FetchConfig, opener, resizer) -> FetchedImage | FetchFailure:
+    """Download (with retries), check and decode one URL in the calling thread."""
+    data = download_one(url, config, opener)
+    return data if isinstance(data, FetchFailure) else decode_one(data, config, resizer)
+
+
+def _decode_loop(work: queue.SimpleQueue, config: FetchConfig, resizer) -> None:
+    """A decode thread: ``(future, bytes, original_size)`` items until a None."""
+    while (item := work.get()) is not None:
+        future, data, original_size = item
+        try:
+            future.set_result(decode_one(data, config, resizer, original_size))
+        except Exception as err:  # handed to the row (``Fetcher._outcome``), never lost
+            future.set_exception(err)
+
+
+def _stop_decoders(work: queue.SimpleQueue, threads: list[threading.Thread]) -> None:
+    for _ in threads:
+        work.put(None)
+
+
+@dataclass  # not frozen: it owns threads
 class Fetcher:
-    """Downloads and decodes in a thread pool (OpenCV releases the GIL), with bounded work in flight.
+    """Downloads in a thread pool and decodes on one thread per core (see the module doc), with
+    bounded work in flight.
 
     ``submit(tag, url)`` (``submit_bytes`` for bytes in hand, ``submit_file`` for a local file) returns the finished
     ``(tag, FetchedImage | FetchFailure)`` pairs that are ready, blocking while too much is in
@@ -58,35 +89,59 @@ class Fetcher:
         # img2dataset (its X-Robots-Tag check) takes seconds to import: now, not in the first downloads' deadline.
         img2dataset_module("downloader")
         self._pool = ThreadPoolExecutor(self.config.thread_count, thread_name_prefix="grit-fetch")
-        self._decode_slots = threading.BoundedSemaphore(max(1, len(os.sched_getaffinity(0))))
+        self._decode_queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._decoders = [
+            threading.Thread(
+                target=_decode_loop,
+                args=(self._decode_queue, self.config, self._resizer),
+                name=f"grit-decode_{i}",
+                daemon=True,
+            )
+            for i in range(max(1, len(os.sched_getaffinity(0))))
+        ]
+        for thread in self._decoders:
+            thread.start()
+        # A Fetcher dropped without close() still stops its decode threads (they hold no reference to it).
+        self._stop = weakref.finalize(self, _stop_decoders, self._decode_queue, self._decoders)
         self.max_in_flight = self.max_in_flight or 2 * self.config.thread_count
 
     def submit(self, tag: Any, url: str) -> list[tuple[Any, FetchedImage | FetchFailure]]:
-        return self._track(
-            tag,
-            self._pool.submit(fetch_one, url, self.config, self._opener, self._resizer, self._decode_slots),
-        )
+        return self._read_then_decode(tag, download_one, url, self.config, self._opener)
 
     def submit_bytes(
         self, tag: Any, data: bytes, original_size=None
     ) -> list[tuple[Any, FetchedImage | FetchFailure]]:
-        """Bytes already downloaded (img2dataset outputs): checked and decoded in the pool too."""
-        return self._track(
-            tag,
-            self._pool.submit(
-                decode_one, data, self.config, self._resizer, self._decode_slots, original_size
-            ),
-        )
+        """Bytes already downloaded (img2dataset outputs): checked and decoded on the decode threads."""
+        future: Future = Future()
+        self._decode_queue.put((future, data, original_size))
+        return self._track(tag, future)
 
     def submit_file(self, tag: Any, source) -> list[tuple[Any, FetchedImage | FetchFailure]]:
         """A local file (``--image-path-column``): read in the pool, within ``--max-bytes``, then decoded."""
-        return self._track(
-            tag, self._pool.submit(read_one, source, self.config, self._resizer, self._decode_slots)
-        )
+        return self._read_then_decode(tag, read_one, source, self.config)
+
+    def _read_then_decode(
+        self, tag: Any, read: Callable, *args
+    ) -> list[tuple[Any, FetchedImage | FetchFailure]]:
+        """``read(*args)`` in the download pool; its bytes then go to the decode threads."""
+        future: Future = Future()
+        self._pool.submit(self._read, future, read, args)
+        return self._track(tag, future)
+
+    def _read(self, future: Future, read: Callable, args: tuple) -> None:
+        try:
+            data = read(*args)
+        except Exception as err:  # handed to the row (``_outcome``), never lost
+            future.set_exception(err)
+            return
+        if isinstance(data, FetchFailure):
+            future.set_result(data)
+        else:
+            self._decode_queue.put((future, data, None))
 
     @staticmethod
     def _outcome(future: Future) -> FetchedImage | FetchFailure:
-        """A finished download's result; an exception nothing expected is that row's failure."""
+        """A finished row's result; an exception nothing expected is that row's failure."""
         try:
             return future.result()
         except Exception as err:  # one URL's surprise must not end the bundle
@@ -124,3 +179,4 @@ class Fetcher:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._stop()
