@@ -12,7 +12,7 @@ against an exact area average on real photos):
   IDCT is not an area average: left closer than about 2.5x to the target it cost 0.3 to 3.4 dB on
   real photos, at 3x and above at most 0.15 dB;
 - everything then goes through ``area.area_reduce`` (exact area average at any factor, the numbers
-  OpenCV's ``INTER_AREA`` gives, about twice as fast), with a reduced-scale decode's partial last
+  OpenCV's ``INTER_AREA`` gives, about three times as fast), with a reduced-scale decode's partial last
   block weighted by the part of it the picture covers;
 - up-scaling (``resize_only_if_bigger=False``) uses Lanczos, as img2dataset does.
 """
