@@ -7,10 +7,10 @@ pixel is the mean of the source area it covers, partial source pixels weighted b
 rounded to nearest: what OpenCV's ``INTER_AREA`` computes for a whole extent, here also for a
 fractional one, and 2.6x to 4.4x as fast on one core (500x375 to 3000x2000 reduced to 256 px).
 Both passes are the same vectorised sum of rows (compiled by numba): down the rows, then, after an
-OpenCV transpose, down the columns. Between them
-each value is held in 16 bits with 8 of them fractional (1/512 of a level at most off the float
-sum: the transpose of half the bytes takes 0.26 instead of 0.67 ms for a 1024 px wide picture), in
-a scratch reused across calls, since fresh megabyte arrays cost page faults.
+OpenCV transpose, down the columns. Between them each value is held in 16 bits with 8 of them
+fractional (1/512 of a level at most off the float sum: the transpose of half the bytes takes 0.26
+instead of 0.67 ms for a 1024 px wide picture), in a scratch reused across calls, since fresh
+megabyte arrays cost page faults.
 
 >>> import numpy as np
 >>> area_reduce(np.array([[[0], [10], [20], [30]]], np.uint8), (2, 1)).ravel().tolist()
