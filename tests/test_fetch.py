@@ -244,16 +244,17 @@ def test_a_fetcher_dropped_without_close_stops_its_decode_threads():
     import threading
 
     def decoders():
-        return [t for t in threading.enumerate() if t.name.startswith("grit-decode")]
+        return {t for t in threading.enumerate() if t.name.startswith("grit-decode")}
 
-    before = len(decoders())
+    before = decoders()  # other tests' closed Fetchers may still be stopping theirs
     fetcher = Fetcher(FetchConfig(allowed_networks=LOOPBACK_ONLY))
     [(_, result)] = fetcher.submit_bytes("k", jpeg_bytes()) + fetcher.drain()
     assert isinstance(result, FetchedImage)
-    assert len(decoders()) > before
+    own = decoders() - before
+    assert own
     fetcher._pool.shutdown()  # only the decode threads are left to the Fetcher's finaliser
     del fetcher, result
     gc.collect()
-    for thread in decoders()[before:]:
+    for thread in own:
         thread.join(timeout=5)
-    assert len(decoders()) == before
+    assert not any(thread.is_alive() for thread in own)
