@@ -28,7 +28,7 @@ from grit_pipeline.fetch.config import BOX_SAFE_RESIZE_MODES, TRANSIENT_REASONS,
 from grit_pipeline.fetch.decode import check_header, decode_image, decode_one, make_resizer, open_rgb
 from grit_pipeline.fetch.download import download, download_with_retries
 from grit_pipeline.fetch.guard import AddressPolicy, PrivateAddressError, build_opener, is_public_address
-from grit_pipeline.fetch.pool import Fetcher, fetch_one
+from grit_pipeline.fetch.pool import Fetcher
 from grit_pipeline.fetch.results import FetchedImage, FetchError, FetchFailure
 
 __all__ = [
@@ -47,7 +47,6 @@ __all__ = [
     "decode_one",
     "download",
     "download_with_retries",
-    "fetch_one",
     "is_public_address",
     "make_resizer",
     "open_rgb",

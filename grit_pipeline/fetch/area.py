@@ -31,8 +31,10 @@ from grit_pipeline.fetch.scratch import ScratchPool
 
 # The intermediate of each call in flight, kept for the next call unless larger than 64 MB.
 _SCRATCH = ScratchPool(np.uint16, kept_bytes=64 << 20)
-# The intermediate's fixed point: a mean of 0 to 255 times 256 still fits in 16 bits.
+# The intermediate's fixed point: a mean of 0 to 255 times 256 still fits in 16 bits (numba reads
+# both as compile-time constants).
 _FRACTION = 256
+_FIXED_MAX = 65535
 
 
 @lru_cache(maxsize=512)  # photos come in few sizes; the tables are read-only
@@ -124,13 +126,13 @@ def _row_sum(rows, starts, weights, o, line):  # pragma: no cover (compiled)
 
 @_compiled
 def _sum_rows_fixed(rows, starts, weights, out):  # pragma: no cover (compiled)
-    """Each ``out[o]`` (uint16) the weighted sum of its rows (``_row_sum``) times 256, rounded."""
+    """Each ``out[o]`` (uint16) the weighted sum of its rows (``_row_sum``) times ``_FRACTION``, rounded."""
     line = np.empty(out.shape[1], np.float32)
     for o in range(out.shape[0]):
         _row_sum(rows, starts, weights, o, line)
         target = out[o]
         for i in range(line.size):
-            target[i] = min(max(int(line[i] * 256 + 0.5), 0), 65535)  # _FRACTION
+            target[i] = min(max(int(line[i] * _FRACTION + 0.5), 0), _FIXED_MAX)
 
 
 @_compiled

@@ -132,12 +132,18 @@ def load_rgb(data: bytes, header: Header, target: tuple[int, int] | None) -> np.
     stored_target = pixels.displayed_size(target, header.orientation)  # an involution
     scale = dct_scale(header.stored_size, stored_target, STORED_DCT_GAP) if header.format == "JPEG" else 1
     width, height = header.stored_size
-    with _DECODED.take(-(-width // scale) * -(-height // scale) * 3) as buffer:
+    decoded_width, decoded_height = decoded_size(header.stored_size, scale)
+    with _DECODED.take(decoded_width * decoded_height * 3) as buffer:
         rgb = decode_rgb(data, header, scale, buffer)
         rgb = resample(rgb, stored_target, (width / scale, height / scale))  # before turning: fewer pixels
         if np.may_share_memory(rgb, buffer):  # resample had nothing to do
             rgb = rgb.copy()
     return pixels.to_displayed_frame(rgb, header.orientation)
+
+
+def decoded_size(stored_size: tuple[int, int], scale: int) -> tuple[int, int]:
+    """(width, height) of a JPEG decoded at 1/``scale`` (libjpeg rounds up: a partial block counts)."""
+    return -(-stored_size[0] // scale), -(-stored_size[1] // scale)
 
 
 def decode_rgb(data: bytes, header: Header, scale: int = 1, buffer: np.ndarray | None = None) -> np.ndarray:
@@ -148,8 +154,8 @@ def decode_rgb(data: bytes, header: Header, scale: int = 1, buffer: np.ndarray |
     simplejpeg's TurboJPEG API refuses; the same pixels OpenCV's ``imdecode`` gives. The rest goes
     through Pillow."""
     if header.format == "JPEG" and header.mode in _KEEPABLE_MODES and _ends_complete(data):
-        width, height = header.stored_size
-        sizes = {"min_width": -(-width // scale), "min_height": -(-height // scale)} if scale > 1 else {}
+        width, height = decoded_size(header.stored_size, scale)
+        sizes = {"min_width": width, "min_height": height} if scale > 1 else {}
         try:  # orientation is ours: libjpeg-turbo never reads EXIF
             return simplejpeg.decode_jpeg(data, "RGB", min_factor=scale, buffer=buffer, strict=False, **sizes)
         except ValueError:

@@ -6,7 +6,7 @@ on the network; each puts the bytes it got on a queue that the decode threads, o
 process may run on, empty (OpenCV, libjpeg-turbo and the numba kernel release the GIL). A decode
 thread that finishes an image takes the next one at once, where a semaphore over decodes run in
 the download threads handed each slot to a sleeping thread: on 2 cores with 16 download threads that
-left a slot idle 11% of the time and the CPU 20% (530 against 630 web-size JPEGs a second on
+left a slot idle 11% of the time and the CPU 20% (535 against 630 web-size JPEGs a second on
 loopback, ``benchmarks/fetch.py``'s server).
 """
 
@@ -44,12 +44,6 @@ def read_one(source, config: FetchConfig) -> bytes | FetchFailure:
         return source.read(config.max_bytes)
     except FetchError as err:
         return err.failure
-
-
-def fetch_one(url: str, config: FetchConfig, opener, resizer) -> FetchedImage | FetchFailure:
-    """Download (with retries), check and decode one URL in the calling thread."""
-    data = download_one(url, config, opener)
-    return data if isinstance(data, FetchFailure) else decode_one(data, config, resizer)
 
 
 def _decode_loop(work: queue.SimpleQueue, config: FetchConfig, resizer) -> None:

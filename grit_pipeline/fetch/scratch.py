@@ -1,10 +1,10 @@
 """Reused buffers for the per-image arrays of the fetch stage.
 
-In: a dtype and a number of elements. Out: a flat buffer of at least that many, taken from a pool
-for the length of a ``with`` block and put back after it. Fresh megabyte arrays are allocated by
-mmap and cost a page fault per 4 KiB on first write (about 10% of the stage's CPU at web sizes), so
-the decoded picture and the resampler's intermediate are written into buffers kept from earlier
-images; each thread in flight takes a buffer of its own.
+In: a dtype and a number of elements. Out: a flat buffer of that many, taken from a pool for the
+length of a ``with`` block and put back after it. Fresh megabyte arrays are allocated by mmap and
+cost a page fault per 4 KiB on first write (perf: about 5% of the stage's CPU at web sizes, inside
+OpenCV's decode), so the decoded picture and the resampler's intermediate are written into buffers
+kept from earlier images; each thread in flight takes a buffer of its own.
 
 >>> import numpy as np
 >>> pool = ScratchPool(np.uint8, kept_bytes=1 << 20)
